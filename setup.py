@@ -1,0 +1,51 @@
+"""Distribution ``server-core``: the server (server_core) and its fault harness (harness)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="server-core",
+    version="0.1.0",
+    description=(
+        "OpenAI-compatible Twisted server in front of llama.cpp llama-server processes, "
+        "plus a fault-injection harness that imitates and breaks llama-server."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["server_core", "server_core.*", "harness", "harness.*"])
+    + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["server_core_plugin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=24.7",
+        "treq>=24.9",
+        "klein>=24.8",
+        "zope.interface>=6",
+        "pyyaml>=6",
+        "hypothesis>=6.100",
+        "pytest-twisted>=1.14",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "openai>=1.40",
+        ],
+        "dev": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0.5", "types-PyYAML"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fake-llama-server = harness.fake_llama.cli:main",
+            "netfault = harness.netfault:main",
+            "harness = harness.cli:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
