@@ -1,0 +1,267 @@
+"""Error families -> HTTP status + OpenAI-shaped error body.
+
+Every failure a client can see is a ``ServerCoreError``. Its ``message`` is written
+for the client: it says what to fix and never carries a path, a repr or a secret.
+Anything else that escapes is turned into ``InternalError`` with an error id that
+also appears in the server log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger()
+
+__all__ = [
+    "AliasNotFound",
+    "AuthenticationError",
+    "BadRequest",
+    "BodyTooLarge",
+    "ConfigError",
+    "ContextError",
+    "InternalError",
+    "NotFound",
+    "RouterStateError",
+    "ServerCoreError",
+    "UpstreamError",
+    "error_body",
+    "internal_error",
+    "normalize_upstream_error",
+]
+
+
+class ServerCoreError(Exception):
+    """Base of every client-visible error."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+        # Extra members of the error object (e.g. n_prompt_tokens / n_ctx).
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+                **self.extra,
+            }
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode("utf-8")
+
+
+def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": type, "code": code, "param": param}}
+    ).encode("utf-8")
+
+
+# -- client errors -----------------------------------------------------------------
+
+
+class BadRequest(ServerCoreError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BodyTooLarge(ServerCoreError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class AuthenticationError(ServerCoreError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ServerCoreError):
+    status = 404
+    type = "not_found_error"
+
+
+# -- router / context / upstream families (names kept from the seed crate) ---------
+
+
+class RouterStateError(ServerCoreError):
+    """Resolving a model or forwarding a request failed."""
+
+
+class AliasNotFound(RouterStateError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. GET /v1/models lists the available models.",
+            param="model",
+        )
+        self.model = model
+
+
+class ContextError(ServerCoreError):
+    """Starting, reaching or keeping a llama-server process failed."""
+
+    status = 503
+    type = "unavailable_error"
+
+
+class UpstreamError(ServerCoreError):
+    """The upstream server failed, timed out or answered with an error."""
+
+    status = 502
+    type = "upstream_error"
+
+
+class InternalError(ServerCoreError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+def internal_error(failure_or_exc: object, where: str) -> InternalError:
+    """Log an unexpected error with a fresh id and return the client-safe error."""
+    error_id = uuid.uuid4().hex[:16]
+    log.failure(
+        "internal error {error_id} in {where}",
+        failure=failure_or_exc if hasattr(failure_or_exc, "getTraceback") else None,
+        error_id=error_id,
+        where=where,
+        exc=repr(failure_or_exc),
+    )
+    return InternalError(
+        f"The server had an internal error (error id {error_id}). "
+        "Retry the request; report the error id if it persists."
+    )
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid: says which file, which line and what."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(f"{where}{message}")
+        self.file = file
+        self.line = line
+        self.detail = message
+
+
+# -- upstream error bodies ---------------------------------------------------------
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    501: "not_supported_error",
+    502: "upstream_error",
+    503: "unavailable_error",
+    504: "timeout_error",
+}
+
+_MAX_UPSTREAM_MESSAGE = 2000
+
+
+def _clean_message(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > _MAX_UPSTREAM_MESSAGE:
+        text = text[:_MAX_UPSTREAM_MESSAGE] + "..."
+    return text
+
+
+def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> ServerCoreError:
+    """Turn an upstream non-2xx answer (llama-server, OpenAI, plain text) into our shape.
+
+    4xx keep their status (the client's request was wrong); 5xx become 502, except
+    503 (still loading / overloaded) and 504, which keep theirs.
+    """
+    message: str | None = None
+    err_type: str | None = None
+    code: str | None = None
+    param: str | None = None
+    extra: dict[str, Any] = {}
+    try:
+        parsed = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        parsed = None
+    if isinstance(parsed, dict):
+        err = parsed.get("error", parsed)
+        if isinstance(err, str):
+            message = err
+        elif isinstance(err, dict):
+            if isinstance(err.get("message"), str):
+                message = err["message"]
+            if isinstance(err.get("type"), str):
+                err_type = err["type"]
+            if isinstance(err.get("code"), str):
+                code = err["code"]
+            if isinstance(err.get("param"), str):
+                param = err["param"]
+            for key in ("n_prompt_tokens", "n_ctx"):
+                if isinstance(err.get(key), int):
+                    extra[key] = err[key]
+    elif parsed is None and body:
+        text = body.decode("utf-8", "replace")
+        # An HTML page or a huge dump says nothing useful to an API client.
+        if "<html" not in text.lower():
+            message = text
+    if not message:
+        message = f"HTTP {status}"
+    if 400 <= status < 500:
+        out_status = status
+    elif status in (503, 504):
+        out_status = status
+    else:
+        out_status = 502
+    if err_type is None:
+        err_type = _TYPE_BY_STATUS.get(status, "upstream_error")
+    if err_type == "exceed_context_size_error" and code is None:
+        code = "context_length_exceeded"
+    return UpstreamError(
+        f"{upstream}: {_clean_message(message)}",
+        status=out_status,
+        type=err_type,
+        code=code,
+        param=param,
+        extra=extra,
+    )

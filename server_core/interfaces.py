@@ -1,0 +1,110 @@
+"""Every zope interface of server_core, in one module.
+
+Route handlers see only ``IRouterState``; the router sees ``IAliasStore`` and
+``ISharedContext``; the context drives ``IServerProcess`` objects and notifies
+``IStateListener`` objects.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IAliasStore(Interface):
+    """Model name -> alias (user, model file, external server, remote API)."""
+
+    def resolve(model: str) -> object:
+        """Return the ``Resolved`` route for a client's ``model`` field.
+
+        Lookup order: user alias, model-file alias, external alias, API alias
+        (exact model, then prefix). Raises ``AliasNotFound`` when nothing matches.
+        """
+
+    def list_models() -> list[dict[str, object]]:
+        """OpenAI ``/v1/models`` entries (``id``, ``object``, ``owned_by``, ...)."""
+
+    def local_aliases() -> list[object]:
+        """The aliases served by managed llama-server processes."""
+
+
+class IRouterState(Interface):
+    """What a route handler may do: resolve a model and forward a request."""
+
+    def forward(endpoint: str, body: dict[str, object], headers: object) -> object:
+        """Forward ``body`` to where its ``model`` goes.
+
+        Returns a Deferred firing with an ``UpstreamReply`` (status, headers, body
+        producer, release hook). Fails with a ``ServerCoreError`` subclass.
+        """
+
+    def list_models() -> list[dict[str, object]]:
+        """All models a client may ask for."""
+
+    def get_model(model_id: str) -> dict[str, object] | None:
+        """One ``/v1/models/{id}`` entry, or None."""
+
+    def close() -> object:
+        """Release pools and stop what this router owns; returns a Deferred."""
+
+
+class ILease(Interface):
+    """The right to send requests to one ready server until ``release``."""
+
+    alias = Attribute("alias name the lease is for")
+    base_url = Attribute("http://127.0.0.1:PORT of the leased server")
+
+    def release() -> None:
+        """Give the lease back. Idempotent."""
+
+    def when_lost() -> object:
+        """A fresh Deferred that fires if the server dies while leased."""
+
+
+class ISharedContext(Interface):
+    """Which llama-server processes run: started on demand, swapped, stopped."""
+
+    def acquire(alias: object) -> object:
+        """A Deferred firing with an ``ILease`` on a ready server for ``alias``."""
+
+    def reload(alias: object | None = None) -> object:
+        """Restart (or start) the server for ``alias`` with its current args."""
+
+    def stop(alias_name: str | None = None) -> object:
+        """Stop one alias's server or all of them; Deferred fires when stopped."""
+
+    def is_loaded(alias_name: str) -> bool:
+        """True while that alias's server is ready."""
+
+    def add_state_listener(listener: IStateListener) -> None:
+        """Subscribe to start / ready / stop / failed / request events."""
+
+    def running() -> list[dict[str, object]]:
+        """Per alias: state, pid, port, uptime, requests in flight, last error."""
+
+
+class IStateListener(Interface):
+    """Receives lifecycle events of the shared context."""
+
+    def on_state_change(event: str, alias: str, detail: dict[str, object]) -> None:
+        """Called with ``start``, ``ready``, ``stop``, ``failed`` or ``request``."""
+
+
+class IServerProcess(Interface):
+    """One upstream llama-server child process."""
+
+    alias = Attribute("alias name")
+    state = Attribute("stopped | starting | ready | stopping | failed")
+    port = Attribute("TCP port once ready, else None")
+    pid = Attribute("process id while running, else None")
+
+    def start() -> object:
+        """Spawn and wait for readiness; Deferred fires when ready."""
+
+    def stop() -> object:
+        """SIGTERM the process group, SIGKILL after the grace period."""
+
+    def when_exited() -> object:
+        """A fresh Deferred firing with the exit status."""
+
+    def recent_logs() -> list[str]:
+        """The last lines of the child's output."""
