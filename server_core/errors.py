@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -152,16 +153,11 @@ class InternalError(ServerCoreError):
     code = "internal_error"
 
 
-def internal_error(failure_or_exc: object, where: str) -> InternalError:
+def internal_error(failure_or_exc: Failure | BaseException, where: str) -> InternalError:
     """Log an unexpected error with a fresh id and return the client-safe error."""
     error_id = uuid.uuid4().hex[:16]
-    log.failure(
-        "internal error {error_id} in {where}",
-        failure=failure_or_exc if hasattr(failure_or_exc, "getTraceback") else None,
-        error_id=error_id,
-        where=where,
-        exc=repr(failure_or_exc),
-    )
+    failure = failure_or_exc if isinstance(failure_or_exc, Failure) else Failure(failure_or_exc)
+    log.failure("internal error {error_id} in {where}", failure, error_id=error_id, where=where)
     return InternalError(
         f"The server had an internal error (error id {error_id}). "
         "Retry the request; report the error id if it persists."
