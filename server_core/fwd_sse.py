@@ -1,0 +1,219 @@
+"""ForwardedSse: relay an upstream SSE body to the client as it arrives.
+
+Frames are decoded and re-encoded one by one, so every write to the client is a
+whole frame and a stream can always be ended honestly. On upstream loss before
+``[DONE]`` (reset, clean close, stall, malformed framing) the client gets exactly
+one ``data: {"error": ...}`` event and the connection closes without ``[DONE]``.
+A slow client pauses the upstream socket; a client that leaves aborts it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import IResponse
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from server_core.errors import ServerCoreError, UpstreamError
+from server_core.sse import Comment, SseDecoder, encode_event
+from server_core.sse_response import Ending, SseResponse
+
+__all__ = ["ForwardedSse"]
+
+_DRAIN_GRACE = 5.0
+
+
+def _error_from_payload(payload: Any, upstream: str) -> UpstreamError:
+    """An upstream error object (llama-server or OpenAI shape) as our error."""
+    err = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(err, dict):
+        message = err.get("message") if isinstance(err.get("message"), str) else None
+        err_type = err.get("type") if isinstance(err.get("type"), str) else None
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+    else:
+        message, err_type, code = (err if isinstance(err, str) else None), None, None
+    return UpstreamError(
+        f"{upstream}: {message or 'error during generation'}",
+        type=err_type or "server_error",
+        code=code,
+    )
+
+
+class _UpstreamBody(Protocol):
+    """Receives the upstream body and hands it to the relay."""
+
+    def __init__(self, relay: ForwardedSse) -> None:
+        self._relay = relay
+
+    def connectionMade(self) -> None:
+        self._relay._upstream = self.transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self._relay._upstream_data(data)
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self._relay._upstream_lost(reason)
+
+
+@implementer(IPushProducer)
+class ForwardedSse:
+    """Relays one upstream ``text/event-stream`` response to one client request."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: IResponse,
+        *,
+        clock: IReactorTime,
+        upstream_name: str,
+        keepalive_interval: float | None = 15.0,
+        idle_timeout: float | None = 300.0,
+    ) -> None:
+        self._response = response
+        self._clock = clock
+        self._upstream_name = upstream_name
+        self._idle_timeout = idle_timeout
+        self._decoder = SseDecoder()
+        self._upstream: Any = None  # the body transport (a TransportProxyProducer)
+        self._idle_call: IDelayedCall | None = None
+        self._last_upstream = clock.seconds()
+        self._out = SseResponse(
+            request,
+            clock,
+            keepalive_interval=keepalive_interval,
+            on_client_gone=self._abort_upstream,
+        )
+        self.events_relayed = 0
+
+    def relay(self) -> defer.Deferred[Ending]:
+        """Start relaying; the Deferred fires with how the response ended."""
+        self._out.begin(producer=self)
+        if self._idle_timeout:
+            self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_due)
+        self._response.deliverBody(_UpstreamBody(self))
+        d = self._out.when_ended()
+        # A cancelled handler (the client left) must not leave the upstream open.
+        d.addErrback(self._cancelled)
+        return d
+
+    def _cancelled(self, failure: Failure) -> Failure:
+        failure.trap(defer.CancelledError)
+        self._abort_upstream()
+        return failure
+
+    # -- IPushProducer: the client's transport tells us to slow down ------------
+
+    def pauseProducing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._abort_upstream()
+
+    # -- upstream side ------------------------------------------------------------
+
+    def _upstream_data(self, data: bytes) -> None:
+        if not self._out.is_open:
+            return
+        self._last_upstream = self._clock.seconds()
+        try:
+            items = self._decoder.feed(data)
+        except ValueError:
+            self._fail("sent an oversized SSE line")
+            return
+        for item in items:
+            if isinstance(item, Comment):
+                continue  # upstream pings show liveness; our own keep-alive serves the client
+            legacy = item.get("error")
+            if legacy is not None:
+                # Older llama-server: `error: {...}` then `data: [DONE]`. Never relay that [DONE].
+                try:
+                    payload: Any = json.loads(legacy)
+                except ValueError:
+                    payload = legacy
+                self._end_with(_error_from_payload(payload, self._upstream_name))
+                return
+            data_str = item.data
+            if data_str is None:
+                continue
+            if data_str == "[DONE]":
+                self._out.end_done()
+                self._drain_upstream()
+                return
+            try:
+                payload = json.loads(data_str)
+            except ValueError:
+                self._fail("sent a malformed event (invalid JSON)")
+                return
+            if isinstance(payload, dict) and "error" in payload:
+                self._end_with(_error_from_payload(payload, self._upstream_name))
+                return
+            self._out.send(encode_event(data_str, event=item.event, id=item.id))
+            self.events_relayed += 1
+
+    def _upstream_lost(self, reason: Failure) -> None:
+        self._cancel_idle()
+        self._upstream = None
+        if not self._out.is_open:
+            return
+        if reason.check(ResponseDone):
+            self._fail("closed the stream before it was complete")
+        else:
+            self._fail("connection lost in the middle of the stream")
+
+    def _idle_due(self) -> None:
+        self._idle_call = None
+        if not self._out.is_open or self._idle_timeout is None:
+            return
+        idle = self._clock.seconds() - self._last_upstream
+        if idle >= self._idle_timeout:
+            self._fail(f"sent nothing for {self._idle_timeout:g} s")
+            return
+        self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
+
+    # -- endings ------------------------------------------------------------------
+
+    def _fail(self, what: str) -> None:
+        self._end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))
+
+    def _end_with(self, error: ServerCoreError) -> None:
+        self._out.end_error(error)
+        self._finish_upstream()
+
+    def _finish_upstream(self) -> None:
+        # After an error nothing more from upstream is wanted; free its slot now.
+        self._abort_upstream()
+
+    def _drain_upstream(self) -> None:
+        # After [DONE] the body ends by itself; letting it keeps the pooled connection.
+        # An upstream that keeps the body open anyway is cut after a short grace.
+        self._cancel_idle()
+        if self._upstream is not None:
+            self._idle_call = self._clock.callLater(_DRAIN_GRACE, self._abort_upstream)
+
+    def _abort_upstream(self) -> None:
+        self._cancel_idle()
+        upstream, self._upstream = self._upstream, None
+        if upstream is None:
+            return
+        real = getattr(upstream, "_producer", None)
+        if real is not None and hasattr(real, "abortConnection"):
+            real.abortConnection()
+        else:
+            upstream.stopProducing()
+
+    def _cancel_idle(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None

@@ -1,0 +1,161 @@
+"""The client side of every SSE response: headers, keep-alive, ending exactly once.
+
+``DirectSse`` and ``ForwardedSse`` both write through an ``SseResponse``. It owns the
+three honest endings of a stream after headers: ``[DONE]`` (complete), one error
+event without ``[DONE]``, or nothing at all because the client left.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+
+from server_core.errors import ServerCoreError
+from server_core.sse import DONE_FRAME, encode_comment
+
+log = Logger()
+
+KEEPALIVE_FRAME = encode_comment("keep-alive")
+
+
+class Ending(enum.Enum):
+    DONE = "done"
+    ERROR = "error"
+    CLIENT_GONE = "client_gone"
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    ENDED = "ended"
+
+
+def error_event(error: ServerCoreError) -> bytes:
+    return b"data: " + json.dumps(error.to_dict()).encode("utf-8") + b"\n\n"
+
+
+class SseResponse:
+    """Writes SSE frames to one request and ends it exactly once.
+
+    ``on_client_gone`` runs once when the client disconnects before the end, so the
+    owner can abort whatever feeds the stream (for a relay: the upstream socket).
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        clock: IReactorTime,
+        *,
+        keepalive_interval: float | None,
+        on_client_gone: Callable[[], None],
+    ) -> None:
+        self._request = request
+        self._clock = clock
+        self._interval = keepalive_interval if keepalive_interval else None
+        self._on_client_gone = on_client_gone
+        self._state = _State.OPEN
+        self._ending: Ending | None = None
+        self._waiters: list[defer.Deferred[Ending]] = []
+        self._last_write = clock.seconds()
+        self._keepalive: IDelayedCall | None = None
+        self.frames_written = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def begin(self, producer: IPushProducer | None = None) -> None:
+        """Send the status line and headers now (first byte to the client)."""
+        req = self._request
+        req.setResponseCode(200)
+        req.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        req.setHeader(b"cache-control", b"no-cache")
+        req.setHeader(b"x-accel-buffering", b"no")
+        req.notifyFinish().addErrback(self._client_gone)
+        if producer is not None:
+            req.registerProducer(producer, True)
+        # An empty write flushes the headers so the client sees them at once.
+        req.write(b"")
+        if self._interval is not None:
+            self._keepalive = self._clock.callLater(self._interval, self._keepalive_due)
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    @property
+    def ending(self) -> Ending | None:
+        return self._ending
+
+    def when_ended(self) -> defer.Deferred[Ending]:
+        """A fresh Deferred firing with how the response ended."""
+        if self._ending is not None:
+            return defer.succeed(self._ending)
+        d: defer.Deferred[Ending] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    # -- writing -----------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Write one complete frame (always at a frame boundary)."""
+        if self._state is _State.OPEN:
+            self._request.write(frame)
+            self._last_write = self._clock.seconds()
+            self.frames_written += 1
+
+    def end_done(self, *, marker: bool = True) -> None:
+        """Complete: ``[DONE]`` (streams such as log following end without it)."""
+        if self._state is _State.OPEN:
+            if marker:
+                self._request.write(DONE_FRAME)
+            self._end(Ending.DONE)
+
+    def end_error(self, error: ServerCoreError) -> None:
+        """One error event, then close, never ``[DONE]``."""
+        if self._state is _State.OPEN:
+            self._request.write(error_event(error))
+            self._end(Ending.ERROR)
+
+    def _end(self, ending: Ending) -> None:
+        self._state = _State.ENDED
+        self._ending = ending
+        self._stop_keepalive()
+        if ending is not Ending.CLIENT_GONE:
+            self._request.unregisterProducer()
+            self._request.finish()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(ending)
+
+    # -- client side events ------------------------------------------------------
+
+    def _client_gone(self, reason: Failure) -> None:
+        if self._state is _State.OPEN:
+            self._end(Ending.CLIENT_GONE)
+            try:
+                self._on_client_gone()
+            except Exception:
+                log.failure("while aborting the source of a stream the client left")
+
+    def _keepalive_due(self) -> None:
+        self._keepalive = None
+        if self._state is not _State.OPEN or self._interval is None:
+            return
+        idle = self._clock.seconds() - self._last_write
+        if idle >= self._interval:
+            self._request.write(KEEPALIVE_FRAME)
+            self._last_write = self._clock.seconds()
+            delay = self._interval
+        else:
+            delay = self._interval - idle
+        self._keepalive = self._clock.callLater(delay, self._keepalive_due)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None and self._keepalive.active():
+            self._keepalive.cancel()
+        self._keepalive = None

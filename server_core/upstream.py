@@ -1,0 +1,212 @@
+"""HTTP client side: one treq client with its own pool, timeouts and cancellation.
+
+Timeouts: connect (TCP), response headers (prompt processing can take minutes),
+and idle reads between body chunks (enforced by the body consumers, see
+``fwd_sse``). There is deliberately no total timeout: a stream may run for hours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.web._newclient import RequestNotSent
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from server_core.errors import UpstreamError
+
+__all__ = ["HOP_BY_HOP", "UpstreamClient", "UpstreamSettings", "forwardable_headers"]
+
+# RFC 9110 7.6.1 hop-by-hop headers, plus what a proxy must set itself.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"accept-encoding",
+    }
+)
+# Credentials of the client are for server_core, never for the upstream.
+_CLIENT_SECRETS = frozenset({b"authorization", b"x-api-key", b"cookie", b"api-key"})
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = 10.0
+    header_timeout: float = 600.0
+    idle_timeout: float = 300.0
+    max_connections_per_host: int = 256
+
+
+def forwardable_headers(client_headers: Headers | None) -> Headers:
+    """Client headers minus hop-by-hop ones and the client's own credentials."""
+    out = Headers()
+    if client_headers is None:
+        return out
+    connection_tokens: set[bytes] = set()
+    for value in client_headers.getRawHeaders(b"connection", []):
+        connection_tokens.update(t.strip().lower() for t in value.split(b","))
+    for name, values in client_headers.getAllRawHeaders():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in _CLIENT_SECRETS or lname in connection_tokens:
+            continue
+        out.setRawHeaders(lname, list(values))
+    return out
+
+
+class UpstreamClient:
+    """Sends requests upstream; never forwards the client's credentials."""
+
+    def __init__(self, reactor: Any, settings: UpstreamSettings | None = None) -> None:
+        self._reactor = reactor
+        self.settings = settings or UpstreamSettings()
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = self.settings.max_connections_per_host
+        self._pool.retryAutomatically = False
+        agent = Agent(reactor, connectTimeout=self.settings.connect_timeout, pool=self._pool)
+        self._http = HTTPClient(agent)
+
+    async def post_json(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        client_headers: Headers | None = None,
+        api_key: str | None = None,
+        upstream_name: str,
+    ) -> IResponse:
+        """POST ``body`` as JSON and return the response once its headers arrived.
+
+        Retries once, and only when the request provably never left (stale pooled
+        connection noticed before sending). Failures become ``UpstreamError``.
+        """
+        headers = forwardable_headers(client_headers)
+        headers.setRawHeaders(b"content-type", [b"application/json"])
+        if not headers.hasHeader(b"accept"):
+            headers.setRawHeaders(b"accept", [b"application/json, text/event-stream"])
+        if api_key:
+            headers.setRawHeaders(b"authorization", [f"Bearer {api_key}".encode()])
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return await self._request("POST", url, headers, payload, upstream_name)
+
+    async def get(self, url: str, *, api_key: str | None = None, upstream_name: str) -> IResponse:
+        headers = Headers({b"accept": [b"application/json"]})
+        if api_key:
+            headers.setRawHeaders(b"authorization", [f"Bearer {api_key}".encode()])
+        return await self._request("GET", url, headers, None, upstream_name)
+
+    async def _request(
+        self, method: str, url: str, headers: Headers, payload: bytes | None, upstream_name: str
+    ) -> IResponse:
+        try:
+            try:
+                return await self._attempt(method, url, headers, payload)
+            except RequestNotSent:
+                # Provably never reached the upstream (stale pooled connection): one retry.
+                return await self._attempt(method, url, headers, payload)
+        except defer.CancelledError:
+            raise
+        except RequestNotSent:
+            raise UpstreamError(
+                f"{upstream_name}: the connection closed before the request was sent"
+            ) from None
+        except Exception as exc:
+            raise _as_upstream_error(exc, upstream_name, self.settings) from None
+
+    async def _attempt(
+        self, method: str, url: str, headers: Headers, payload: bytes | None
+    ) -> IResponse:
+        timed_out = False
+
+        def on_timeout(result: object, timeout: float) -> object:
+            nonlocal timed_out
+            timed_out = True
+            return result
+
+        d = self._http.request(method, url, headers=headers, data=payload, unbuffered=True)
+        d.addTimeout(self.settings.header_timeout, self._reactor, on_timeout)
+        try:
+            response: IResponse = await d
+        except Exception as exc:
+            if timed_out:
+                raise defer.TimeoutError() from exc
+            raise
+        return response
+
+    def close(self) -> defer.Deferred[None]:
+        return self._pool.closeCachedConnections()
+
+
+def _reasons(exc: BaseException) -> Iterable[BaseException]:
+    yield exc
+    for reason in getattr(exc, "reasons", None) or []:
+        value = getattr(reason, "value", None)
+        if isinstance(value, BaseException):
+            yield value
+
+
+def _as_upstream_error(
+    exc: BaseException, upstream_name: str, settings: UpstreamSettings
+) -> UpstreamError:
+    reasons = list(_reasons(exc))
+    if any(isinstance(r, ConnectionRefusedError) for r in reasons):
+        return UpstreamError(
+            f"{upstream_name}: connection refused (is the upstream server running?)", status=502
+        )
+    if any(isinstance(r, DNSLookupError) for r in reasons):
+        return UpstreamError(f"{upstream_name}: host name could not be resolved", status=502)
+    if any(isinstance(r, TimeoutError) for r in reasons):
+        return UpstreamError(
+            f"{upstream_name}: could not connect within {settings.connect_timeout:g} s",
+            status=504,
+            type="timeout_error",
+        )
+    if any(isinstance(r, ConnectError) for r in reasons):
+        return UpstreamError(f"{upstream_name}: could not connect", status=502)
+    if isinstance(exc, defer.TimeoutError) or any(
+        isinstance(r, defer.TimeoutError) for r in reasons
+    ):
+        return UpstreamError(
+            f"{upstream_name}: no response headers within {settings.header_timeout:g} s",
+            status=504,
+            type="timeout_error",
+        )
+    if isinstance(exc, ResponseNeverReceived):
+        return UpstreamError(
+            f"{upstream_name}: the connection closed before a response arrived", status=502
+        )
+    return UpstreamError(f"{upstream_name}: request failed ({type(exc).__name__})", status=502)
+
+
+def read_body(response: IResponse, limit: int = 1 << 20) -> defer.Deferred[bytes]:
+    """Read a (small) body such as an error document, up to ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = [0]
+
+    def collect(data: bytes) -> None:
+        if size[0] < limit:
+            chunks.append(data[: limit - size[0]])
+            size[0] += len(data)
+
+    d: defer.Deferred[None] = treq.collect(response, collect)
+    return d.addCallback(lambda _: b"".join(chunks))
