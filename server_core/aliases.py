@@ -202,6 +202,12 @@ class DefaultAliasStore:
         )
         self.created = int(time.time()) if created is None else created
 
+    def __repr__(self) -> str:
+        return (
+            f"<DefaultAliasStore user={list(self._user)} model={list(self._model)} "
+            f"external={list(self._external)} apis={[a.name for a in self._apis]}>"
+        )
+
     # -- IAliasStore ---------------------------------------------------------------
 
     def resolve(self, model: str) -> Resolved:
@@ -213,9 +219,9 @@ class DefaultAliasStore:
             raise AliasNotFound(model)
         return found
 
-    def list_models(self) -> list[dict[str, object]]:
+    def list_models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: user, model, external, then API models; each id once."""
-        entries: list[dict[str, object]] = []
+        entries: list[dict[str, Any]] = []
         seen: set[str] = set()
 
         def add(model_id: str, owner: str, kind: str) -> None:
@@ -247,8 +253,7 @@ class DefaultAliasStore:
                         add(model_id, api.name, "api")
         return entries
 
-    # IAliasStore says list[object]; list is invariant, so the precise type needs this.
-    def local_aliases(self) -> list[LocalAlias]:  # type: ignore[override]
+    def local_aliases(self) -> list[LocalAlias]:
         """Every alias served by a managed llama-server: user aliases, then model files."""
         return [*self._user.values(), *self._model.values()]
 
