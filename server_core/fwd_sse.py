@@ -24,6 +24,7 @@ from zope.interface import implementer
 from server_core.errors import ServerCoreError, UpstreamError
 from server_core.sse import Comment, SseDecoder, encode_event
 from server_core.sse_response import Ending, SseResponse
+from server_core.upstream import abort_body_transport
 
 __all__ = ["ForwardedSse"]
 
@@ -142,7 +143,7 @@ class ForwardedSse:
                     payload: Any = json.loads(legacy)
                 except ValueError:
                     payload = legacy
-                self._end_with(_error_from_payload(payload, self._upstream_name))
+                self.end_with(_error_from_payload(payload, self._upstream_name))
                 return
             data_str = item.data
             if data_str is None:
@@ -157,7 +158,7 @@ class ForwardedSse:
                 self._fail("sent a malformed event (invalid JSON)")
                 return
             if isinstance(payload, dict) and "error" in payload:
-                self._end_with(_error_from_payload(payload, self._upstream_name))
+                self.end_with(_error_from_payload(payload, self._upstream_name))
                 return
             self._out.send(encode_event(data_str, event=item.event, id=item.id))
             self.events_relayed += 1
@@ -185,9 +186,10 @@ class ForwardedSse:
     # -- endings ------------------------------------------------------------------
 
     def _fail(self, what: str) -> None:
-        self._end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))
+        self.end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))
 
-    def _end_with(self, error: ServerCoreError) -> None:
+    def end_with(self, error: ServerCoreError) -> None:
+        """End the stream now with one error event (used by shutdown)."""
         self._out.end_error(error)
         self._finish_upstream()
 
@@ -205,13 +207,7 @@ class ForwardedSse:
     def _abort_upstream(self) -> None:
         self._cancel_idle()
         upstream, self._upstream = self._upstream, None
-        if upstream is None:
-            return
-        real = getattr(upstream, "_producer", None)
-        if real is not None and hasattr(real, "abortConnection"):
-            real.abortConnection()
-        else:
-            upstream.stopProducing()
+        abort_body_transport(upstream)
 
     def _cancel_idle(self) -> None:
         if self._idle_call is not None and self._idle_call.active():

@@ -7,43 +7,45 @@ Route handlers see only ``IRouterState``; the router sees ``IAliasStore`` and
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 
 class IAliasStore(Interface):
     """Model name -> alias (user, model file, external server, remote API)."""
 
-    def resolve(model: str) -> object:
+    def resolve(model: str) -> Any:
         """Return the ``Resolved`` route for a client's ``model`` field.
 
         Lookup order: user alias, model-file alias, external alias, API alias
         (exact model, then prefix). Raises ``AliasNotFound`` when nothing matches.
         """
 
-    def list_models() -> list[dict[str, object]]:
+    def list_models() -> list[dict[str, Any]]:
         """OpenAI ``/v1/models`` entries (``id``, ``object``, ``owned_by``, ...)."""
 
-    def local_aliases() -> list[object]:
+    def local_aliases() -> list[Any]:
         """The aliases served by managed llama-server processes."""
 
 
 class IRouterState(Interface):
     """What a route handler may do: resolve a model and forward a request."""
 
-    def forward(endpoint: str, body: dict[str, object], headers: object) -> object:
+    def forward(endpoint: str, body: dict[str, Any], headers: Any) -> Any:
         """Forward ``body`` to where its ``model`` goes.
 
         Returns a Deferred firing with an ``UpstreamReply`` (status, headers, body
         producer, release hook). Fails with a ``ServerCoreError`` subclass.
         """
 
-    def list_models() -> list[dict[str, object]]:
+    def list_models() -> list[dict[str, Any]]:
         """All models a client may ask for."""
 
-    def get_model(model_id: str) -> dict[str, object] | None:
+    def get_model(model_id: str) -> dict[str, Any] | None:
         """One ``/v1/models/{id}`` entry, or None."""
 
-    def close() -> object:
+    def close() -> Any:
         """Release pools and stop what this router owns; returns a Deferred."""
 
 
@@ -56,20 +58,20 @@ class ILease(Interface):
     def release() -> None:
         """Give the lease back. Idempotent."""
 
-    def when_lost() -> object:
+    def when_lost() -> Any:
         """A fresh Deferred that fires if the server dies while leased."""
 
 
 class ISharedContext(Interface):
     """Which llama-server processes run: started on demand, swapped, stopped."""
 
-    def acquire(alias: object) -> object:
+    def acquire(alias: Any) -> Any:
         """A Deferred firing with an ``ILease`` on a ready server for ``alias``."""
 
-    def reload(alias: object | None = None) -> object:
+    def reload(alias: Any = None) -> Any:
         """Restart (or start) the server for ``alias`` with its current args."""
 
-    def stop(alias_name: str | None = None) -> object:
+    def stop(alias_name: str | None = None) -> Any:
         """Stop one alias's server or all of them; Deferred fires when stopped."""
 
     def is_loaded(alias_name: str) -> bool:
@@ -78,14 +80,14 @@ class ISharedContext(Interface):
     def add_state_listener(listener: IStateListener) -> None:
         """Subscribe to start / ready / stop / failed / request events."""
 
-    def running() -> list[dict[str, object]]:
+    def running() -> list[dict[str, Any]]:
         """Per alias: state, pid, port, uptime, requests in flight, last error."""
 
 
 class IStateListener(Interface):
     """Receives lifecycle events of the shared context."""
 
-    def on_state_change(event: str, alias: str, detail: dict[str, object]) -> None:
+    def on_state_change(event: str, alias: str, detail: dict[str, Any]) -> None:
         """Called with ``start``, ``ready``, ``stop``, ``failed`` or ``request``."""
 
 
@@ -97,13 +99,13 @@ class IServerProcess(Interface):
     port = Attribute("TCP port once ready, else None")
     pid = Attribute("process id while running, else None")
 
-    def start() -> object:
+    def start() -> Any:
         """Spawn and wait for readiness; Deferred fires when ready."""
 
-    def stop() -> object:
+    def stop() -> Any:
         """SIGTERM the process group, SIGKILL after the grace period."""
 
-    def when_exited() -> object:
+    def when_exited() -> Any:
         """A fresh Deferred firing with the exit status."""
 
     def recent_logs() -> list[str]:

@@ -21,14 +21,25 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web._newclient import RequestNotSent
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from server_core.errors import UpstreamError
 
-__all__ = ["HOP_BY_HOP", "UpstreamClient", "UpstreamSettings", "forwardable_headers"]
+__all__ = [
+    "HOP_BY_HOP",
+    "BodyIncomplete",
+    "UpstreamClient",
+    "UpstreamSettings",
+    "abort_body_transport",
+    "forwardable_headers",
+    "read_body",
+    "read_complete_body",
+]
 
 # RFC 9110 7.6.1 hop-by-hop headers, plus what a proxy must set itself.
 HOP_BY_HOP = frozenset(
@@ -210,3 +221,83 @@ def read_body(response: IResponse, limit: int = 1 << 20) -> defer.Deferred[bytes
 
     d: defer.Deferred[None] = treq.collect(response, collect)
     return d.addCallback(lambda _: b"".join(chunks))
+
+
+class BodyIncomplete(Exception):
+    """The upstream body ended early, went silent or was larger than allowed."""
+
+
+class _BodyReader(Protocol):
+    def __init__(self, limit: int, idle_timeout: float | None, clock: Any) -> None:
+        self.done: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: Any = None
+
+    def connectionMade(self) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self._idle_timeout:
+            self._idle = self._clock.callLater(self._idle_timeout, self._stalled)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self._fail(BodyIncomplete(f"body larger than {self._limit} bytes"))
+            return
+        self._chunks.append(data)
+        self._arm()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(BodyIncomplete("connection lost before the body was complete"))
+
+    def _stalled(self) -> None:
+        self._fail(BodyIncomplete(f"nothing received for {self._idle_timeout:g} s"))
+
+    def _fail(self, exc: Exception) -> None:
+        self._abort()
+        if not self.done.called:
+            self.done.errback(exc)
+
+    def _cancel(self, d: defer.Deferred[bytes]) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        abort_body_transport(self.transport)
+
+
+def abort_body_transport(transport: Any) -> None:
+    """Abort the TCP connection under a response body (RST, frees the upstream slot)."""
+    if transport is None:
+        return
+    real = getattr(transport, "_producer", None)
+    if real is not None and hasattr(real, "abortConnection"):
+        real.abortConnection()
+    else:
+        transport.stopProducing()
+
+
+def read_complete_body(
+    response: IResponse, *, limit: int, idle_timeout: float | None, clock: Any
+) -> defer.Deferred[bytes]:
+    """The whole body, or ``BodyIncomplete``; cancelling aborts the connection."""
+    reader = _BodyReader(limit, idle_timeout, clock)
+    response.deliverBody(reader)
+    return reader.done

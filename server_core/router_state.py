@@ -1,0 +1,116 @@
+"""DefaultRouterState: model field -> alias -> local llama-server or remote server.
+
+The only object route handlers talk to. It resolves the client's ``model``, fills
+alias ``request_params`` the client did not set, takes a lease on a managed server
+when the alias is local, and sends the request upstream. The lease travels with
+the reply and is released only when the response to the client has ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
+from server_core.errors import ContextError
+from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
+from server_core.upstream import UpstreamClient
+
+__all__ = ["DefaultRouterState", "UpstreamReply"]
+
+
+def _noop() -> None:
+    pass
+
+
+@dataclass
+class UpstreamReply:
+    """An upstream response whose headers have arrived, plus its lease."""
+
+    response: IResponse
+    upstream_name: str
+    _release: Callable[[], None] = field(default=_noop, repr=False)
+
+    def release(self) -> None:
+        """Give back the lease (idempotent)."""
+        release, self._release = self._release, _noop
+        release()
+
+
+@implementer(IRouterState)
+class DefaultRouterState:
+    """Resolves models through an alias store and forwards requests."""
+
+    def __init__(
+        self,
+        aliases: IAliasStore,
+        client: UpstreamClient,
+        context: ISharedContext | None = None,
+    ) -> None:
+        self._aliases = aliases
+        self._client = client
+        self._context = context
+
+    @property
+    def client(self) -> UpstreamClient:
+        return self._client
+
+    async def forward(
+        self, endpoint: str, body: dict[str, Any], headers: Headers | None = None
+    ) -> UpstreamReply:
+        """Send ``body`` to ``endpoint`` (e.g. ``/chat/completions``) of its model's server."""
+        target = self._aliases.resolve(str(body["model"]))
+        if isinstance(target, RemoteTarget):
+            outgoing = merge_request_params(body, target.request_params)
+            if target.upstream_model:
+                outgoing["model"] = target.upstream_model
+            name = f"upstream '{target.name}'"
+            response = await self._client.post_json(
+                target.base_url + endpoint,
+                outgoing,
+                client_headers=headers,
+                api_key=target.api_key,
+                upstream_name=name,
+            )
+            return UpstreamReply(response, name)
+        assert isinstance(target, LocalAlias)
+        if self._context is None:
+            raise ContextError(
+                f"The model '{target.name}' runs on a managed llama-server, and this server "
+                "has no llama-server executable configured (llama_server.executable)."
+            )
+        lease: Any = await self._context.acquire(target)
+        try:
+            outgoing = merge_request_params(body, target.request_params)
+            outgoing["model"] = target.name
+            name = f"model '{target.name}'"
+            response = await self._client.post_json(
+                f"{lease.base_url}/v1{endpoint}",
+                outgoing,
+                client_headers=headers,
+                upstream_name=name,
+            )
+        except BaseException:
+            lease.release()
+            raise
+        return UpstreamReply(response, name, lease.release)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._aliases.list_models()
+
+    def get_model(self, model_id: str) -> dict[str, Any] | None:
+        for entry in self._aliases.list_models():
+            if entry.get("id") == model_id:
+                return entry
+        return None
+
+    async def close(self) -> None:
+        if self._context is not None:
+            stopped: Any = self._context.stop()
+            await stopped
+        await self._client.close()

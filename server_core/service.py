@@ -1,0 +1,208 @@
+"""The twistd service tree: guarded HTTP site, listener, drain on shutdown.
+
+Shutdown order: stop accepting, let responses in flight finish for up to
+``drain_timeout`` seconds, end the streams still running with an error event,
+then close upstream pools and stop managed processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+
+from server_core.config import Config
+from server_core.errors import BodyTooLarge, ContextError
+from server_core.router_state import DefaultRouterState
+from server_core.routes import OpenAIRoutes
+from server_core.upstream import UpstreamClient, UpstreamSettings
+
+__all__ = ["GuardedSite", "build_router", "make_service"]
+
+log = Logger()
+
+HEADER_TIMEOUT = 30.0
+
+
+class GuardedRequest(server.Request):
+    """Rejects bodies over the site's cap with 413 before reading them whole."""
+
+    _received = 0
+    _rejected = False
+
+    def _cap(self) -> int:
+        site = getattr(self.channel, "site", None)
+        return int(getattr(site, "max_body_bytes", 10 * 1024 * 1024))
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._cap():
+            self._reject()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._rejected:
+            return
+        self._received += len(data)
+        if self._received > self._cap():
+            self._reject()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._rejected:
+            super().requestReceived(command, path, version)
+
+    def _reject(self) -> None:
+        self._rejected = True
+        cap = self._cap()
+        body = BodyTooLarge(
+            f"The request body is larger than {cap} bytes; send a smaller request."
+        ).to_json()
+        transport = self.channel.transport
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        transport.loseConnection()
+
+
+class GuardedChannel(http.HTTPChannel):
+    """Closes connections whose request headers take longer than the deadline."""
+
+    header_timeout = HEADER_TIMEOUT
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.callLater(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.transport is not None and not getattr(self, "_disconnected", False):
+            self._arm()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+
+class GuardedSite(server.Site):
+    """A Site with a body cap, a header deadline and no version banner."""
+
+    requestFactory = GuardedRequest
+
+    def __init__(self, resource: Any, *, max_body_bytes: int, header_timeout: float, **kw: Any):
+        super().__init__(resource, **kw)
+        self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
+        self.displayTracebacks = False
+
+    def protocol(self) -> Any:
+        # Same wrapper Twisted uses (HTTP/1.1 with optional h2), around our channel.
+        channel = GuardedChannel()
+        channel.header_timeout = self.header_timeout
+        return http._GenericHTTPChannelProtocol(channel)
+
+
+def build_router(config: Config, reactor: Any) -> DefaultRouterState:
+    up = config.server.upstream
+    client = UpstreamClient(
+        reactor,
+        UpstreamSettings(
+            connect_timeout=up.connect_timeout,
+            header_timeout=up.header_timeout,
+            idle_timeout=up.idle_timeout,
+        ),
+    )
+    return DefaultRouterState(config.aliases, client, context=None)
+
+
+class DrainService(Service):
+    """On stop: wait for responses in flight, then end what is left honestly."""
+
+    def __init__(
+        self, routes: OpenAIRoutes, router: DefaultRouterState, drain_timeout: float, reactor: Any
+    ):
+        self._routes = routes
+        self._router = router
+        self._drain_timeout = drain_timeout
+        self._reactor = reactor
+
+    async def _drain(self) -> None:
+        in_flight = self._routes.in_flight
+        if len(in_flight):
+            log.info(
+                "draining {n} responses in flight (up to {t:g} s)",
+                n=len(in_flight),
+                t=self._drain_timeout,
+            )
+            idle = in_flight.when_idle()
+            idle.addTimeout(self._drain_timeout, self._reactor)
+            try:
+                await idle
+            except defer.TimeoutError:
+                log.warn("drain timeout: ending {n} streams with an error event", n=len(in_flight))
+                in_flight.end_streams(
+                    ContextError("The server is shutting down; retry the request.")
+                )
+        await self._router.close()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.ensureDeferred(self._drain())
+
+
+def make_service(config: Config, reactor: Any, listen: str | None = None) -> MultiService:
+    """The whole server as one MultiService (what the twistd plugin returns)."""
+    router = build_router(config, reactor)
+    routes = OpenAIRoutes(
+        router,
+        clock=reactor,
+        api_keys=config.server.api_keys,
+        keepalive_interval=config.server.keepalive_interval,
+        idle_timeout=config.server.upstream.idle_timeout,
+    )
+    site = GuardedSite(
+        routes.resource(),
+        max_body_bytes=config.server.max_body_bytes,
+        header_timeout=HEADER_TIMEOUT,
+        reactor=reactor,
+    )
+    site.noisy = False
+    top = MultiService()
+    DrainService(routes, router, config.server.drain_timeout, reactor).setServiceParent(top)
+    endpoint = serverFromString(reactor, listen or config.server.listen)
+    listener = StreamServerEndpointService(endpoint, site)
+    listener._raiseSynchronously = True
+    listener.setServiceParent(top)
+    top.routes = routes  # type: ignore[attr-defined]
+    top.site = site  # type: ignore[attr-defined]
+    return top

@@ -1,0 +1,161 @@
+"""Request body validation: every message names the field and says what to fix.
+
+Only the fields server_core relies on (or that would make an upstream fail in an
+unhelpful way) are checked; unknown fields pass through to the upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from server_core.errors import BadRequest
+
+__all__ = ["parse_json_body", "validate_chat", "validate_completion", "validate_embeddings"]
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise BadRequest("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not valid UTF-8.") from None
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON ({_json_reason(exc)}).") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def _json_reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "could not be parsed"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _bad(param: str, message: str) -> BadRequest:
+    return BadRequest(message, param=param, code="invalid_value")
+
+
+def _require_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing")
+    if not isinstance(model, str) or not model.strip():
+        raise _bad("model", f"'model' must be a non-empty string, got {_type_name(model)}.")
+
+
+def _optional_bool(body: dict[str, Any], name: str) -> None:
+    if name in body and body[name] is not None and not isinstance(body[name], bool):
+        raise _bad(name, f"'{name}' must be a boolean, got {_type_name(body[name])}.")
+
+
+def _optional_int(body: dict[str, Any], name: str, minimum: int) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, f"'{name}' must be an integer, got {_type_name(value)}.")
+    if value < minimum:
+        raise _bad(name, f"'{name}' must be >= {minimum}, got {value}.")
+
+
+def _optional_number(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(name, f"'{name}' must be a number, got {_type_name(value)}.")
+    if not lo <= value <= hi:
+        raise _bad(name, f"'{name}' must be between {lo:g} and {hi:g}, got {value:g}.")
+
+
+def _common(body: dict[str, Any]) -> None:
+    _require_model(body)
+    _optional_bool(body, "stream")
+    _optional_int(body, "max_tokens", 1)
+    _optional_int(body, "max_completion_tokens", 1)
+    _optional_int(body, "n", 1)
+    _optional_int(body, "seed", -(2**63))
+    _optional_number(body, "temperature", 0.0, 2.0)
+    _optional_number(body, "top_p", 0.0, 1.0)
+    _optional_number(body, "presence_penalty", -2.0, 2.0)
+    _optional_number(body, "frequency_penalty", -2.0, 2.0)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _bad("stop", "'stop' must be a string or an array of strings.")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _bad("stream_options", "'stream_options' must be an object.")
+        if not body.get("stream"):
+            raise _bad("stream_options", "'stream_options' is only allowed when 'stream' is true.")
+        if "include_usage" in options and not isinstance(options["include_usage"], bool):
+            raise _bad(
+                "stream_options.include_usage", "'stream_options.include_usage' must be a boolean."
+            )
+
+
+def validate_chat(body: dict[str, Any]) -> None:
+    _common(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest(
+            "Missing required parameter: 'messages'.", param="messages", code="missing"
+        )
+    if not isinstance(messages, list):
+        raise _bad("messages", f"'messages' must be an array, got {_type_name(messages)}.")
+    if not messages:
+        raise _bad("messages", "'messages' must contain at least one message.")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _bad(where, f"'{where}' must be an object, got {_type_name(message)}.")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise _bad(f"{where}.role", f"'{where}.role' must be a non-empty string.")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise _bad(
+                f"{where}.content",
+                f"'{where}.content' must be a string or an array, got {_type_name(content)}.",
+            )
+
+
+def validate_completion(body: dict[str, Any]) -> None:
+    _common(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise BadRequest("Missing required parameter: 'prompt'.", param="prompt", code="missing")
+    if not isinstance(prompt, str | list):
+        raise _bad("prompt", f"'prompt' must be a string or an array, got {_type_name(prompt)}.")
+
+
+def validate_embeddings(body: dict[str, Any]) -> None:
+    _require_model(body)
+    value = body.get("input")
+    if value is None:
+        raise BadRequest("Missing required parameter: 'input'.", param="input", code="missing")
+    if not isinstance(value, str | list):
+        raise _bad("input", f"'input' must be a string or an array, got {_type_name(value)}.")
+    if isinstance(value, list) and not value:
+        raise _bad("input", "'input' must not be empty.")

@@ -1,0 +1,52 @@
+"""twistd dropin: ``twistd -n server-core --config FILE --port ENDPOINT``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "YAML config file (default: the embedded default config)."],
+        ["port", "p", None, "Listen endpoint (default: tcp:1135:interface=127.0.0.1)."],
+    ]
+
+    def postOptions(self) -> None:
+        # Load here so a bad config is a one-line usage error, never a traceback.
+        from server_core.config import default_config, load_config
+        from server_core.errors import ConfigError
+
+        try:
+            self["loaded"] = load_config(self["config"]) if self["config"] else default_config()
+        except ConfigError as exc:
+            raise usage.UsageError(str(exc)) from None
+        if self["port"]:
+            from twisted.internet import reactor
+            from twisted.internet.endpoints import serverFromString
+
+            try:
+                serverFromString(reactor, self["port"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise usage.UsageError(f"--port {self['port']!r}: {exc}") from None
+
+
+@implementer(IServiceMaker, IPlugin)
+class ServerCoreServiceMaker:
+    tapname = "server-core"
+    description = "OpenAI-compatible server in front of llama.cpp llama-server processes."
+    options = Options
+
+    def makeService(self, options: Options) -> Any:
+        from twisted.internet import reactor
+
+        from server_core.service import make_service
+
+        return make_service(options["loaded"], reactor, listen=options["port"])
+
+
+serviceMaker = ServerCoreServiceMaker()
