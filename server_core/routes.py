@@ -31,7 +31,7 @@ from server_core.errors import (
 )
 from server_core.fwd_sse import ForwardedSse
 from server_core.interfaces import IRouterState
-from server_core.upstream import BodyIncomplete, read_body, read_complete_body
+from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.validation import (
     parse_json_body,
     validate_chat,
@@ -231,7 +231,12 @@ class OpenAIRoutes:
     async def _write_reply(self, request: Request, reply: Any) -> bytes | None:
         response = reply.response
         if not 200 <= response.code < 300:
-            raw = await read_body(response, limit=64 * 1024)
+            try:
+                raw = await read_complete_body(
+                    response, limit=64 * 1024, idle_timeout=self._idle_timeout, clock=self._clock
+                )
+            except BodyIncomplete:
+                raw = b""  # the status alone still says what happened
             raise normalize_upstream_error(response.code, raw, upstream=reply.upstream_name)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         if b"text/event-stream" in content_type.lower():

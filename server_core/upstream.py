@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.error import (
@@ -37,7 +36,6 @@ __all__ = [
     "UpstreamSettings",
     "abort_body_transport",
     "forwardable_headers",
-    "read_body",
     "read_complete_body",
 ]
 
@@ -207,20 +205,6 @@ def _as_upstream_error(
             f"{upstream_name}: the connection closed before a response arrived", status=502
         )
     return UpstreamError(f"{upstream_name}: request failed ({type(exc).__name__})", status=502)
-
-
-def read_body(response: IResponse, limit: int = 1 << 20) -> defer.Deferred[bytes]:
-    """Read a (small) body such as an error document, up to ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = [0]
-
-    def collect(data: bytes) -> None:
-        if size[0] < limit:
-            chunks.append(data[: limit - size[0]])
-            size[0] += len(data)
-
-    d: defer.Deferred[None] = treq.collect(response, collect)
-    return d.addCallback(lambda _: b"".join(chunks))
 
 
 class BodyIncomplete(Exception):

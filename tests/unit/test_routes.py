@@ -1,0 +1,290 @@
+"""Routes in-process (treq's StubTreq): validation, auth, error shapes, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from server_core.errors import AliasNotFound
+from server_core.interfaces import IRouterState
+from server_core.router_state import UpstreamReply
+from server_core.routes import OpenAIRoutes
+
+
+class CannedResponse:
+    """A complete upstream response (status, headers, body) for the routes to relay."""
+
+    def __init__(self, code: int, body: bytes, content_type: bytes = b"application/json"):
+        self.code = code
+        self.headers = Headers({b"content-type": [content_type]})
+        self._body = body
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(None)
+        protocol.dataReceived(self._body)
+        from twisted.python.failure import Failure
+
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+@implementer(IRouterState)
+class StubRouter:
+    """Knows one model, 'known'; answers with a canned upstream response."""
+
+    def __init__(self) -> None:
+        self.reply = CannedResponse(200, b'{"object":"chat.completion","choices":[]}')
+        self.forwarded: list[tuple[str, dict[str, Any], Any]] = []
+        self.released = 0
+        self.explode = False
+
+    async def forward(self, endpoint: str, body: dict[str, Any], headers: Any) -> UpstreamReply:
+        if self.explode:
+            raise RuntimeError("/secret/path/in/traceback")
+        if body["model"] != "known":
+            raise AliasNotFound(body["model"])
+        self.forwarded.append((endpoint, body, headers))
+
+        def release() -> None:
+            self.released += 1
+
+        return UpstreamReply(self.reply, "upstream 'known'", release)  # type: ignore[arg-type]
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [{"id": "known", "object": "model", "owned_by": "test"}]
+
+    def get_model(self, model_id: str) -> dict[str, Any] | None:
+        return self.list_models()[0] if model_id == "known" else None
+
+    async def close(self) -> None:
+        pass
+
+
+def make(api_keys: tuple[str, ...] = ()) -> tuple[StubTreq, StubRouter]:
+    router = StubRouter()
+    routes = OpenAIRoutes(router, clock=Clock(), api_keys=api_keys)
+    return StubTreq(routes.resource()), router
+
+
+def call(stub: StubTreq, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    d = stub.request(method, "http://server" + path, data=data, **kw)
+    stub.flush()
+    response = d.result if hasattr(d, "result") else None
+    assert response is not None, "no response"
+    content_d = response.content()
+    stub.flush()
+    raw = content_d.result
+    try:
+        return response.code, json.loads(raw)
+    except ValueError:
+        return response.code, raw
+
+
+def assert_openai_error(payload: Any) -> dict[str, Any]:
+    assert isinstance(payload, dict) and set(payload) == {"error"}
+    error = payload["error"]
+    assert {"message", "type", "code", "param"} <= set(error)
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+CHAT = "/v1/chat/completions"
+OK_BODY = {"model": "known", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "model"),
+        ({"model": 3, "messages": []}, "model"),
+        ({"model": "known"}, "messages"),
+        ({"model": "known", "messages": "hi"}, "messages"),
+        ({"model": "known", "messages": []}, "messages"),
+        ({"model": "known", "messages": [3]}, "messages[0]"),
+        ({"model": "known", "messages": [{"content": "x"}]}, "messages[0].role"),
+        ({**OK_BODY, "stream": "yes"}, "stream"),
+        ({**OK_BODY, "max_tokens": 0}, "max_tokens"),
+        ({**OK_BODY, "max_tokens": 1.5}, "max_tokens"),
+        ({**OK_BODY, "temperature": 9}, "temperature"),
+        ({**OK_BODY, "stop": [1]}, "stop"),
+        ({**OK_BODY, "stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
+def test_chat_validation_names_the_field(body: dict[str, Any], param: str) -> None:
+    stub, router = make()
+    status, payload = call(stub, "POST", CHAT, body)
+    assert status == 400
+    error = assert_openai_error(payload)
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    assert router.forwarded == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[1]", b"\xff\xfe", b'{"model": "known",}'])
+def test_invalid_json_is_400(raw: bytes) -> None:
+    stub, _ = make()
+    status, payload = call(stub, "POST", CHAT, raw)
+    assert status == 400
+    assert assert_openai_error(payload)["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_404_model_not_found() -> None:
+    stub, _ = make()
+    status, payload = call(stub, "POST", CHAT, {**OK_BODY, "model": "nope"})
+    assert status == 404
+    error = assert_openai_error(payload)
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert "nope" in error["message"]
+
+
+def test_unknown_route_and_method_are_json() -> None:
+    stub, _ = make()
+    status, payload = call(stub, "GET", "/v2/whatever")
+    assert status == 404 and assert_openai_error(payload)["type"] == "not_found_error"
+    status, payload = call(stub, "GET", CHAT)
+    assert status == 405 and assert_openai_error(payload)["code"] == "method_not_allowed"
+
+
+def test_completions_and_embeddings_validation() -> None:
+    stub, _ = make()
+    status, payload = call(stub, "POST", "/v1/completions", {"model": "known"})
+    assert status == 400 and assert_openai_error(payload)["param"] == "prompt"
+    status, payload = call(stub, "POST", "/v1/embeddings", {"model": "known", "input": 5})
+    assert status == 400 and assert_openai_error(payload)["param"] == "input"
+
+
+def test_forward_and_release() -> None:
+    stub, router = make()
+    status, payload = call(stub, "POST", CHAT, OK_BODY, headers={"X-Fault": "ttft=1ms"})
+    assert status == 200 and payload["object"] == "chat.completion"
+    ((endpoint, body, headers),) = router.forwarded
+    assert endpoint == "/chat/completions" and body == OK_BODY
+    assert headers.getRawHeaders(b"x-fault") == [b"ttft=1ms"]
+    assert router.released == 1
+
+
+def test_upstream_error_is_normalized_and_lease_released() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(
+        500, b'{"error":{"code":500,"message":"llama died","type":"server_error"}}'
+    )
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 502
+    error = assert_openai_error(payload)
+    assert "llama died" in error["message"] and error["type"] == "server_error"
+    assert router.released == 1
+
+
+def test_upstream_context_error_keeps_400_and_counts() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(
+        400,
+        b'{"error":{"code":400,"message":"too long","type":"exceed_context_size_error",'
+        b'"n_prompt_tokens":5000,"n_ctx":4096}}',
+    )
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 400
+    error = assert_openai_error(payload)
+    assert error["type"] == "exceed_context_size_error"
+    assert error["n_prompt_tokens"] == 5000 and error["n_ctx"] == 4096
+
+
+def test_upstream_plain_text_and_html_errors() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(503, b"overloaded", b"text/plain")
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 503 and "overloaded" in assert_openai_error(payload)["message"]
+    router.reply = CannedResponse(502, b"<html><body>Bad Gateway</body></html>", b"text/html")
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 502 and "<html" not in assert_openai_error(payload)["message"]
+
+
+def test_truncated_json_reply_is_502_not_200() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(200, b'{"object":"chat.comp')
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 502 and assert_openai_error(payload)["type"] == "upstream_error"
+
+
+def test_internal_error_has_id_and_no_details() -> None:
+    stub, router = make()
+    router.explode = True
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 500
+    error = assert_openai_error(payload)
+    assert "error id" in error["message"]
+    assert "secret" not in json.dumps(payload) and "Traceback" not in json.dumps(payload)
+
+
+def test_api_keys() -> None:
+    stub, _ = make(api_keys=("k1", "k2"))
+    status, payload = call(stub, "GET", "/v1/models")
+    assert status == 401 and assert_openai_error(payload)["type"] == "authentication_error"
+    status, payload = call(stub, "POST", CHAT, OK_BODY, headers={"Authorization": "Bearer bad"})
+    assert status == 401
+    status, _ = call(stub, "POST", CHAT, OK_BODY, headers={"Authorization": "Bearer k2"})
+    assert status == 200
+    status, _ = call(stub, "GET", "/v1/models", headers={"x-api-key": "k1"})
+    assert status == 200
+    status, payload = call(stub, "GET", "/health")
+    assert status == 200 and payload == {"status": "ok"}
+
+
+def test_models_routes() -> None:
+    stub, _ = make()
+    status, payload = call(stub, "GET", "/v1/models")
+    assert status == 200 and payload["object"] == "list" and payload["data"][0]["id"] == "known"
+    status, payload = call(stub, "GET", "/v1/models/known")
+    assert status == 200 and payload["id"] == "known"
+    status, payload = call(stub, "GET", "/v1/models/other")
+    assert status == 404 and assert_openai_error(payload)["code"] == "model_not_found"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["known", "other", ""]) | _json,
+        "messages": st.lists(
+            st.fixed_dictionaries({}, optional={"role": _json, "content": _json}) | _json,
+            max_size=3,
+        )
+        | _json,
+        "prompt": _json,
+        "input": _json,
+        "stream": _json,
+        "max_tokens": _json,
+        "temperature": _json,
+        "stop": _json,
+        "stream_options": _json,
+        "n": _json,
+    },
+)
+
+
+@settings(max_examples=150)
+@given(
+    body=_bodies | _json,
+    path=st.sampled_from([CHAT, "/v1/completions", "/v1/embeddings"]),
+)
+def test_generated_bodies_never_give_a_5xx(body: Any, path: str) -> None:
+    stub, _ = make()
+    status, payload = call(stub, "POST", path, json.dumps(body).encode())
+    assert status < 500, payload
+    if status != 200:
+        assert_openai_error(payload)
