@@ -103,7 +103,7 @@ def test_unexpected_exception_does_not_leak() -> None:
 
 def test_backpressure_stops_pulling() -> None:
     source = Source()
-    request, sse, _, _ = run(source)
+    _, sse, _, _ = run(source)
     sse.pauseProducing()
     source.push(DirectEvent("a"))
     assert source.pulled == 1 and not source.pending  # waits for resume before pulling
