@@ -1,0 +1,166 @@
+"""server_core in front of the fake llama-server over real sockets: one test per invariant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+
+from harness.client import StreamResult, stream_request
+from harness.fake_llama.generate import expected_text
+from harness.fake_llama.server import FakeConfig
+from tests.integration.stack import reactor, stack
+
+pytestmark = pytest.mark.timeout(30)
+
+CHAT = "/v1/chat/completions"
+
+
+def chat_body(stream: bool = True, max_tokens: int = 12, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "tell me about twisted"}],
+        "stream": stream,
+        "max_tokens": max_tokens,
+        **extra,
+    }
+
+
+async def post(url: str, body: dict[str, Any], fault: str | None = None, **kw: Any) -> StreamResult:
+    headers = {"X-Fault": fault} if fault else None
+    return await stream_request(url + CHAT, body, headers=headers, timeout=10, **kw)
+
+
+async def until(predicate: Any, timeout: float = 2.0) -> float:
+    """Wait (without sleeping the reactor) until predicate() holds; returns the wait."""
+    start = reactor.seconds()
+    while not predicate():
+        if reactor.seconds() - start > timeout:
+            raise AssertionError("condition not reached in time")
+        await task.deferLater(reactor, 0.005, lambda: None)
+    return reactor.seconds() - start
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_relayed_complete_and_identical_to_direct() -> None:
+    async with stack() as s:
+        body = chat_body()
+        proxied = await post(s.url, body)
+        direct = await post(s.fake.url, body)
+        assert proxied.outcome == "done", proxied.summary()
+        tokens, finish = expected_text(body)
+        assert proxied.text == direct.text == "".join(tokens)
+        assert proxied.finish_reason == finish
+        assert proxied.model == "fake" and len(proxied.ids) == 1
+        headers = proxied.headers
+        assert headers["content-type"][0].startswith("text/event-stream")
+        assert headers["cache-control"] == ["no-cache"]
+        assert headers["x-accel-buffering"] == ["no"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_stream_relayed() -> None:
+    async with stack() as s:
+        body = chat_body(stream=False)
+        result = await post(s.url, body)
+        assert result.outcome == "done" and result.status == 200
+        assert result.text == "".join(expected_text(body)[0])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "reset_after=4",
+        "close_after=4",
+        "error_after=4",
+        "legacy_error_after=4",
+        "malformed_after=4",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_upstream_loss_is_an_error_event_never_done(fault: str) -> None:
+    async with stack() as s:
+        direct = await post(s.fake.url, chat_body(), fault)
+        assert direct.outcome != "done"
+        result = await post(s.url, chat_body(), fault)
+        assert result.outcome == "error_event", result.summary()
+        assert not result.done_after_error and not result.after_done
+        assert result.error and result.error.get("message")
+        # Every frame before the error was relayed whole.
+        assert len(result.chunks) >= 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_stall_past_idle_timeout_is_an_error_event() -> None:
+    upstream = "  upstream: {idle_timeout: 0.3}"
+    async with stack(server_yaml=upstream) as s:
+        result = await post(s.url, chat_body(), "stall_after=3")
+        assert result.outcome == "error_event", result.summary()
+        assert "0.3 s" in result.error["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_cancels_upstream_generation_quickly() -> None:
+    async with stack() as s:
+        before = s.fake.cancelled
+        result = await post(
+            s.url, chat_body(max_tokens=200), "token_delay=20ms", disconnect_after=3
+        )
+        assert result.outcome == "disconnected"
+        waited = await until(lambda: s.fake.cancelled > before, timeout=2.0)
+        assert waited < 0.1, f"upstream cancelled only after {waited:.3f} s"
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_comments_while_upstream_is_silent() -> None:
+    async with stack(server_yaml="  keepalive_interval: 0.1") as s:
+        result = await post(s.url, chat_body(max_tokens=3), "ttft=600ms")
+        assert result.outcome == "done"
+        assert result.comments >= 3
+
+
+@pytest.mark.parametrize(("injected", "expected"), [(503, 503), (500, 502), (404, 404)])
+@pytest_twisted.ensureDeferred
+async def test_upstream_http_errors_normalized(injected: int, expected: int) -> None:
+    async with stack() as s:
+        result = await post(s.url, chat_body(), f"status={injected}")
+        assert result.outcome == "http_error" and result.status == expected
+        assert result.error and {"message", "type", "code", "param"} <= set(result.error)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_authorization_never_forwarded() -> None:
+    # The fake demands this key; a client sending it to server_core must not get it
+    # through, because the client's credentials are for server_core only.
+    async with stack(FakeConfig(alias="fake", api_keys=("upstream-secret",))) as s:
+        result = await stream_request(
+            s.url + CHAT,
+            chat_body(stream=False),
+            headers={"Authorization": "Bearer upstream-secret", "X-Api-Key": "upstream-secret"},
+            timeout=10,
+        )
+        assert result.status == 401
+        assert result.error and result.error["type"] == "authentication_error"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_model_404() -> None:
+    async with stack() as s:
+        result = await post(s.url, {**chat_body(), "model": "nope"})
+        assert result.status == 404 and result.error["code"] == "model_not_found"
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_concurrent_streams_all_complete() -> None:
+    from twisted.internet import defer
+
+    async with stack(FakeConfig(alias="fake", parallel=8)) as s:
+        bodies = [chat_body(max_tokens=8, seed=i) for i in range(24)]
+        results = await defer.gatherResults(
+            [defer.ensureDeferred(post(s.url, b, "token_delay=2ms")) for b in bodies]
+        )
+        for body, result in zip(bodies, results, strict=True):
+            assert result.outcome == "done"
+            assert result.text == "".join(expected_text(body)[0])
