@@ -180,6 +180,23 @@ class DrainService(Service):
         return defer.ensureDeferred(self._drain())
 
 
+class Listener(StreamServerEndpointService):
+    """Announces the bound address (``listening on http://HOST:PORT``) once listening."""
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        waiting = self._waitingForPort
+        assert waiting is not None
+        self.when_listening: defer.Deferred[Any] = waiting.addCallback(self._announce)
+
+    def _announce(self, port: Any) -> Any:
+        address = port.getHost()
+        log.info(
+            "server-core listening on http://{host}:{port}", host=address.host, port=address.port
+        )
+        return port
+
+
 def make_service(config: Config, reactor: Any, listen: str | None = None) -> MultiService:
     """The whole server as one MultiService (what the twistd plugin returns)."""
     router = build_router(config, reactor)
@@ -200,7 +217,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     top = MultiService()
     DrainService(routes, router, config.server.drain_timeout, reactor).setServiceParent(top)
     endpoint = serverFromString(reactor, listen or config.server.listen)
-    listener = StreamServerEndpointService(endpoint, site)
+    listener = Listener(endpoint, site)
     listener._raiseSynchronously = True
     listener.setServiceParent(top)
     top.routes = routes  # type: ignore[attr-defined]

@@ -55,7 +55,7 @@ async def stack(
         service = make_service(config, reactor)
         listener = list(service)[-1]
         service.startService()
-        port = await listener._waitingForPort
+        port = await listener.when_listening
         try:
             yield Stack(fake, config, service, port.getHost().port)
         finally:

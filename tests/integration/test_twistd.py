@@ -1,0 +1,146 @@
+"""server_core as users run it: `twistd -n server-core` in front of a fake-llama-server child."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, threads
+
+from harness.client import stream_request
+from harness.fake_llama.generate import expected_text
+from tests.integration.procs import Child, fake_argv, free_port, spawn, twistd_argv
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Running:
+    fake: Child
+    server: Child
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, *fake_args: str, server_yaml: str = "") -> AsyncIterator[Running]:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF fake weights")
+    fake_port, port = free_port(), free_port()
+    fake = spawn("fake", fake_argv(str(model), "--port", str(fake_port), "-a", "fake", *fake_args))
+    server: Child | None = None
+    try:
+        await fake.when_line(r"listening on http://")
+        config = tmp_path / "server.yaml"
+        config.write_text(
+            f"server:\n{server_yaml}\n  drain_timeout: 10\n"
+            f"external:\n  - alias: fake\n    url: http://127.0.0.1:{fake_port}\n"
+        )
+        server = spawn("twistd", twistd_argv(str(config), port))
+        await server.when_line(r"server-core listening on http://")
+        yield Running(fake, server, port)
+    finally:
+        if server is not None:
+            await server.stop()
+        await fake.stop()
+
+
+def body(max_tokens: int = 10, stream: bool = True) -> dict[str, Any]:
+    return {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hello from the sdk"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_openai_sdk_stream_and_non_stream(tmp_path: Path) -> None:
+    import openai
+
+    async with running(tmp_path, "--fault", "token_delay=5ms") as r:
+
+        def use_sdk() -> tuple[str, str, list[str]]:
+            client = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", max_retries=0)
+            stream = client.chat.completions.create(
+                model="fake", messages=body()["messages"], max_tokens=10, stream=True
+            )
+            streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            whole = client.chat.completions.create(
+                model="fake", messages=body()["messages"], max_tokens=10
+            )
+            models = [m.id for m in client.models.list()]
+            return streamed, whole.choices[0].message.content or "", models
+
+        streamed, whole, models = await threads.deferToThread(use_sdk)
+        expected = "".join(expected_text(body())[0])
+        assert streamed == whole == expected
+        assert "fake" in models
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
+    async with running(tmp_path, "--fault", "token_delay=40ms") as r:
+        first_event: defer.Deferred[None] = defer.Deferred()
+
+        def on_event(event: Any, t: float) -> None:
+            if not first_event.called:
+                first_event.callback(None)
+
+        pending = defer.ensureDeferred(
+            stream_request(r.url + "/v1/chat/completions", body(max_tokens=25), on_event=on_event)
+        )
+        await first_event
+        r.server.signal("TERM")
+        result = await pending
+        assert result.outcome == "done", result.summary()
+        assert result.text == "".join(expected_text(body(max_tokens=25))[0])
+        assert await r.server.when_exited() == 0
+        refused = await stream_request(r.url + "/v1/chat/completions", body(), timeout=5)
+        assert refused.outcome == "connect_error"
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_timeout_ends_remaining_streams_with_error_event(tmp_path: Path) -> None:
+    async with running(
+        tmp_path, "--fault", "token_delay=100ms", server_yaml="  drain_timeout: 0.3"
+    ) as r:
+        # The YAML above sets drain_timeout twice; the later key must win or fail loudly.
+        if r.server.exited:
+            pytest.fail("server did not start: " + "\n".join(r.server.lines[-5:]))
+        first_event: defer.Deferred[None] = defer.Deferred()
+
+        def on_event(event: Any, t: float) -> None:
+            if not first_event.called:
+                first_event.callback(None)
+
+        pending = defer.ensureDeferred(
+            stream_request(r.url + "/v1/chat/completions", body(max_tokens=60), on_event=on_event)
+        )
+        await first_event
+        r.server.signal("TERM")
+        result = await pending
+        assert result.outcome == "error_event", result.summary()
+        assert "shutting down" in json.dumps(result.error)
+        assert await r.server.when_exited() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_config_fails_with_file_and_line_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("server:\n  listen: tcp:0\n  keepalive_interval: soon\n")
+    child = spawn("twistd", twistd_argv(str(config), free_port()))
+    code = await child.when_exited()
+    output = "\n".join(child.lines)
+    assert code == 1
+    assert f"{config}:3" in output and "keepalive_interval" in output
+    assert "Traceback" not in output
