@@ -42,7 +42,7 @@ async def running(tmp_path: Path, *fake_args: str, server_yaml: str = "") -> Asy
         await fake.when_line(r"listening on http://")
         config = tmp_path / "server.yaml"
         config.write_text(
-            f"server:\n{server_yaml}\n  drain_timeout: 10\n"
+            f"server:\n  drain_timeout: {drain_timeout}\n"
             f"external:\n  - alias: fake\n    url: http://127.0.0.1:{fake_port}\n"
         )
         server = spawn("twistd", twistd_argv(str(config), port))
@@ -111,12 +111,7 @@ async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_drain_timeout_ends_remaining_streams_with_error_event(tmp_path: Path) -> None:
-    async with running(
-        tmp_path, "--fault", "token_delay=100ms", server_yaml="  drain_timeout: 0.3"
-    ) as r:
-        # The YAML above sets drain_timeout twice; the later key must win or fail loudly.
-        if r.server.exited:
-            pytest.fail("server did not start: " + "\n".join(r.server.lines[-5:]))
+    async with running(tmp_path, "--fault", "token_delay=100ms", drain_timeout=0.3) as r:
         first_event: defer.Deferred[None] = defer.Deferred()
 
         def on_event(event: Any, t: float) -> None:
