@@ -32,7 +32,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, *fake_args: str, server_yaml: str = "") -> AsyncIterator[Running]:
+async def running(
+    tmp_path: Path, *fake_args: str, drain_timeout: float = 10
+) -> AsyncIterator[Running]:
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF fake weights")
     fake_port, port = free_port(), free_port()
