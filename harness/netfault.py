@@ -1274,7 +1274,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"duplicate toxic name(s): {', '.join(duplicates)} (use name=...)")
 
     from twisted.internet import reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
+    # Only problems go to stderr; stdout stays the two parseable lines.
+    errors_only = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [errors_only])],
+        redirectStandardIO=False,
+    )
     listen_host, listen_port = args.listen
     proxy = FaultProxy(
         listen_port=listen_port,

@@ -218,7 +218,7 @@ class FakeConn:
         self.client: Any = net.listen_factory.buildProtocol(addr)
         self.client_t = StringTransport(lenient=True)
         self.client.makeConnection(self.client_t)
-        _, _, factory, _, _ = net.reactor.tcpClients[-1]
+        factory: Any = net.reactor.tcpClients[-1][2]
         self.server: Any = factory.buildProtocol(addr)
         self.server_t = StringTransport(lenient=True)
         self.server.makeConnection(self.server_t)
@@ -252,7 +252,7 @@ class FakeNet:
         self.reactor = MemoryReactorClock()
         self.proxy = FaultProxy(upstream=("127.0.0.1", 9), seed=seed, reactor=self.reactor)
         self.proxy.start()
-        self.listen_factory = self.reactor.tcpServers[0][1]
+        self.listen_factory: Any = self.reactor.tcpServers[0][1]
 
     def connect(self) -> FakeConn:
         return FakeConn(self)
@@ -542,7 +542,7 @@ def test_clock_client_paused_until_upstream_connects() -> None:
     transport = StringTransport(lenient=True)
     client.makeConnection(transport)
     assert transport.producerState == "paused"
-    _, _, factory, _, _ = net.reactor.tcpClients[-1]
+    factory: Any = net.reactor.tcpClients[-1][2]
     server: Any = factory.buildProtocol(addr)
     server.makeConnection(StringTransport(lenient=True))
     assert transport.producerState == "producing"
@@ -589,6 +589,23 @@ async def test_passthrough_both_ways(env: Env) -> None:
     client.transport.loseConnection()  # type: ignore[union-attr]
     await env.factories[0].protocols[0].lost
     assert (await client.ended()).check(ConnectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_backpressure_stops_reading_upstream_while_client_does_not_read(env: Env) -> None:
+    payload = b"p" * (24 * 1024 * 1024)  # more than the kernel buffers can hide
+    proxy = await env.proxy(env.upstream(payload))
+    client = Collector()
+    client.connectionMade = lambda: client.transport.pauseProducing()  # type: ignore[method-assign,union-attr]
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client)
+    env.clients.append(client)
+    await sleep(0.3)
+    assert client.size == 0
+    # The proxy stopped reading from the server instead of buffering 24 MB.
+    assert proxy.stats().downstream.bytes_in < len(payload) // 2
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    assert len(await client.wait_bytes(len(payload))) == len(payload)
+    assert proxy.stats().downstream.bytes_out == len(payload)
 
 
 @pytest_twisted.ensureDeferred
