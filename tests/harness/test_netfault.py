@@ -877,6 +877,18 @@ def test_cli_bad_arguments_subprocess_exit_2() -> None:
     assert "average_size" in result.stderr and result.stdout == ""
 
 
+def test_cli_port_in_use_exits_1() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_cli("--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:1")
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and result.stdout == ""
+
+
 class LineReader(ProcessProtocol):
     def __init__(self, want: int) -> None:
         self.want = want
