@@ -1,0 +1,49 @@
+"""A fake llama.cpp ``llama-server``: same flags, same HTTP API, scripted faults.
+
+Public API::
+
+    expected_text(request_body, seed=0) -> (tokens, finish_reason)
+    FakeConfig, FakeServer, start_fake_server(config, reactor) -> Deferred[FakeServer]
+    FakeLlamaProcess(args, faults=...)  # the command as a child process
+    Faults, parse_faults(spec)          # the fault SPEC language
+
+See docs/fake-llama-server.md.
+"""
+
+from harness.fake_llama.faults import Faults, FaultSpecError, parse_duration, parse_faults
+from harness.fake_llama.generate import (
+    VOCABULARY,
+    chat_prompt,
+    embedding_vector,
+    expected_text,
+    plan_generation,
+)
+from harness.fake_llama.process import FakeLlamaProcess, ProcessExited
+from harness.fake_llama.server import (
+    BindError,
+    FakeConfig,
+    FakeServer,
+    LoadError,
+    Stats,
+    start_fake_server,
+)
+
+__all__ = [
+    "VOCABULARY",
+    "BindError",
+    "FakeConfig",
+    "FakeLlamaProcess",
+    "FakeServer",
+    "FaultSpecError",
+    "Faults",
+    "LoadError",
+    "ProcessExited",
+    "Stats",
+    "chat_prompt",
+    "embedding_vector",
+    "expected_text",
+    "parse_duration",
+    "parse_faults",
+    "plan_generation",
+    "start_fake_server",
+]
