@@ -821,6 +821,7 @@ class _Connection:
         self.is_client_lost = False
         self.is_server_lost = False
         self.finished = False
+        self.aborting = False  # stop() or reset_peer tore it down on purpose
         self.done: Deferred[None] = Deferred()
         self.id = proxy._register(self)
         # No reading until there is somewhere to send the bytes.
@@ -848,7 +849,7 @@ class _Connection:
 
     def server_connect_failed(self) -> None:
         self.is_server_lost = True
-        if not self.is_client_lost:
+        if not self.is_client_lost and not self.aborting:
             self.proxy._stats.upstream_connect_failures += 1
             # Like Toxiproxy: no upstream, so the client is simply closed.
             _tcp(self.client).loseConnection()
@@ -903,6 +904,7 @@ class _Connection:
         self.abort()
 
     def abort(self) -> None:
+        self.aborting = True
         for side, lost in ((self.client, self.is_client_lost), (self.server, self.is_server_lost)):
             if side is not None and side.transport is not None and not lost:
                 _tcp(side).abortConnection()
