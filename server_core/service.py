@@ -22,7 +22,7 @@ from server_core.config import Config
 from server_core.errors import BodyTooLarge, ContextError
 from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes
-from server_core.upstream import UpstreamClient, UpstreamSettings
+from server_core.upstream import UpstreamClient, UpstreamSettings, set_nodelay
 
 __all__ = ["GuardedSite", "build_router", "make_service"]
 
@@ -84,6 +84,9 @@ class GuardedChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # SSE frames are small writes that must leave at once: without TCP_NODELAY,
+        # Nagle holds the first event until the client's delayed ACK (up to 40 ms).
+        set_nodelay(self.transport)
         self._arm()
 
     def _arm(self) -> None:
