@@ -214,6 +214,7 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_MAX_PLAIN_NODES = 100_000
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 
@@ -358,6 +359,7 @@ class _Loader:
         self.env = env
         self.base_dir = base_dir
         self.constructor = SafeConstructor()
+        self.plain_nodes = 0
 
     def fail(self, message: str, where: Node | int | None) -> NoReturn:
         line = _line(where) if isinstance(where, Node) else where
@@ -365,9 +367,13 @@ class _Loader:
 
     # -- structure -----------------------------------------------------------------
 
-    def pairs(self, node: MappingNode, path: str) -> dict[str, tuple[Node, Node]]:
+    def pairs(
+        self, node: MappingNode, path: str, _open: frozenset[int] = frozenset()
+    ) -> dict[str, tuple[Node, Node]]:
         """Keys -> (key node, value node); duplicates are errors; ``<<`` merges apply."""
         self.plain_tag(node, _MAP, path)
+        if id(node) in _open:
+            self.fail(f"{path}: '<<' merges a mapping into itself", node)
         explicit: dict[str, tuple[Node, Node]] = {}
         merged: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
@@ -376,7 +382,7 @@ class _Loader:
                 for source in sources:
                     if not isinstance(source, MappingNode):
                         self.fail(f"{path}: '<<' must merge a mapping", source)
-                    for key, pair in self.pairs(source, path).items():
+                    for key, pair in self.pairs(source, path, _open | {id(node)}).items():
                         merged.setdefault(key, pair)  # earlier merged maps win (YAML spec)
                 continue
             if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
@@ -519,16 +525,24 @@ class _Loader:
                 )
         return tokens
 
-    def plain(self, node: Node, path: str) -> Any:
+    def plain(self, node: Node, path: str, _open: frozenset[int] = frozenset()) -> Any:
         """JSON-like data (request parameters): mappings, lists, str, numbers, bool, null."""
+        # YAML aliases can make cycles (&a [*a]) or expand exponentially; JSON can't hold
+        # the first and nobody means the second.
+        self.plain_nodes += 1
+        if self.plain_nodes > _MAX_PLAIN_NODES:
+            self.fail(f"{path}: too much data (over {_MAX_PLAIN_NODES} values)", node)
+        if id(node) in _open:
+            self.fail(f"{path}: a YAML alias refers to its own parent", node)
+        inner = _open | {id(node)}
         if isinstance(node, MappingNode):
             return {
-                key: self.plain(value, f"{path}.{key}")
+                key: self.plain(value, f"{path}.{key}", inner)
                 for key, (_k, value) in self.pairs(node, path).items()
             }
         if isinstance(node, SequenceNode):
             items = self.sequence(node, path)
-            return [self.plain(item, f"{path}[{i}]") for i, item in enumerate(items)]
+            return [self.plain(item, f"{path}[{i}]", inner) for i, item in enumerate(items)]
         value = self.scalar(node, path)
         if value is None or isinstance(value, str | bool | int):
             return value
@@ -610,6 +624,10 @@ class _Loader:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
+            if exc.context_mark is not None and (mark is None or mark.index >= len(text)):
+                # "unexpected end of stream" points past the last line: the unclosed
+                # quote or bracket it is about is where the mistake is.
+                mark = exc.context_mark
             line = mark.line + 1 if mark is not None else None
             message = exc.problem or exc.context or "invalid YAML"
             if exc.context and exc.problem:
