@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -97,6 +98,7 @@ _STREAM_KWARGS = frozenset(
         "body_limit",
         "clock",
         "on_event",
+        "method",
     }
 )
 
@@ -118,6 +120,7 @@ class StreamResult:
     chunks: list[dict[str, Any]] = field(default_factory=list)
     json_body: Any = None  # parsed non-stream body
     text: str = ""
+    reasoning: str = ""  # choices[0].delta.reasoning_content (reasoning models)
     finish_reason: str | None = None
     model: str | None = None
     ids: set[str] = field(default_factory=set)
@@ -152,7 +155,7 @@ class StreamResult:
 
     @property
     def ttft(self) -> float | None:
-        """Request start to the first chunk carrying non-empty text."""
+        """Request start to the first chunk carrying non-empty text (or reasoning)."""
         return None if self.t_first_token is None else self.t_first_token - self.t_start
 
     @property
@@ -307,6 +310,7 @@ class _Call:
         self.error_seen = False
         self.last_event_t: float | None = None
         self.pieces: list[str] = []
+        self.thoughts: list[str] = []
         self.http_error = False
         self.total_call: IDelayedCall | None = None
         self.idle_call: IDelayedCall | None = None
@@ -340,6 +344,8 @@ class _Call:
         if self.finished is not None:
             # Body in progress: decide now, the socket closes on the next turn.
             self.closed = True
+            if self.decoder is not None and self.done_seen and self.decoder.buffered:
+                self.r.after_done = True
             _abort(self.body_transport)
             self.cancel_timers()
             d, self.finished = self.finished, None
@@ -482,6 +488,7 @@ class _Call:
         if isinstance(usage, dict):
             r.usage = usage
         piece: Any = None
+        thought: Any = None
         choices = obj.get("choices")
         if isinstance(choices, list):
             if choices and isinstance(choices[0], dict):
@@ -489,6 +496,7 @@ class _Call:
                 holder = c0.get("delta" if stream else "message")
                 if isinstance(holder, dict):
                     piece = holder.get("content")
+                    thought = holder.get("reasoning_content")
                 else:
                     piece = c0.get("text")
                 reason = c0.get("finish_reason")
@@ -501,6 +509,10 @@ class _Call:
                 mapped = {"eos": "stop", "word": "stop", "limit": "length"}
                 if isinstance(stop_type, str):
                     r.finish_reason = mapped.get(stop_type, stop_type)
+        if isinstance(thought, str) and thought:
+            self.thoughts.append(thought)
+            if r.t_first_token is None:
+                r.t_first_token = t
         if isinstance(piece, str) and piece:
             self.pieces.append(piece)
             if r.t_first_token is None:
@@ -570,24 +582,23 @@ class _Call:
 
     async def run(
         self,
+        method: str,
         url: str,
-        payload: bytes,
+        payload: bytes | None,
         headers: Headers,
         pool: HTTPConnectionPool | None,
         timeout: float,
         idle_timeout: float | None,
     ) -> StreamResult:
-        import treq.client
-
         if pool is None:
             pool = HTTPConnectionPool(self.reactor, persistent=False)
-        http = treq.client.HTTPClient(Agent(self.reactor, pool=pool))
+        http = HTTPClient(Agent(self.reactor, pool=pool))
         r = self.r
         r.t_start = self.now()
         self.start_timers(timeout, idle_timeout)
         try:
             self.request_d = http.request(
-                "POST",
+                method,
                 url,
                 data=payload,
                 headers=headers,
@@ -615,6 +626,7 @@ class _Call:
             r.t_end = self.now()
             r.outcome = self.classify()
             r.text = "".join(self.pieces)
+            r.reasoning = "".join(self.thoughts)
             return r
         finally:
             self.cancel_timers()
@@ -628,8 +640,9 @@ def _encode_body(body: dict[str, Any] | bytes) -> bytes:
 
 async def stream_request(
     url: str,
-    body: dict[str, Any] | bytes,
+    body: dict[str, Any] | bytes | None,
     *,
+    method: str = "POST",
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
     idle_timeout: float | None = None,
@@ -641,7 +654,7 @@ async def stream_request(
     clock: Callable[[], float] | None = None,
     on_event: Callable[[Event, float], None] | None = None,
 ) -> StreamResult:
-    """POST ``body`` to ``url`` and follow the response to its end.
+    """POST ``body`` (a dict is sent as JSON) to ``url`` and follow the response to its end.
 
     ``timeout`` bounds the whole exchange, ``idle_timeout`` the silence between
     any two arrivals (headers or body bytes; SSE comments count as arrivals).
@@ -661,11 +674,14 @@ async def stream_request(
         now = clock or time.monotonic
     else:
         now = clock or reactor.seconds
-    send_headers = Headers({"Content-Type": ["application/json"]})
+    send_headers = Headers()
+    if body is not None:
+        send_headers.setRawHeaders("Content-Type", ["application/json"])
     for name, value in (headers or {}).items():
         send_headers.setRawHeaders(name, [value])  # case-insensitive: may override
     call = _Call(reactor, now, max_events, disconnect_after, body_limit, on_event)
-    return await call.run(url, _encode_body(body), send_headers, pool, timeout, idle_timeout)
+    payload = None if body is None else _encode_body(body)
+    return await call.run(method, url, payload, send_headers, pool, timeout, idle_timeout)
 
 
 def _split_kwargs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

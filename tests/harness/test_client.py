@@ -704,3 +704,19 @@ async def test_chunking_does_not_change_the_verdict(
     assert r.n_events == len(TEXT_WORDS) + 2 + (ending != "close") + (ending == "legacy")
     assert r.bytes_received == len(payload)
     assert not r.after_done and r.invalid_json == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reasoning_content_and_get_without_body(server: ScriptServer) -> None:
+    think = encode_event(
+        json.dumps({"id": CID, "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]})
+    )
+    server.script(
+        [("write", think), ("wait", 0.02), *writes([chunk("ok"), DONE_FRAME]), ("finish",)]
+    )
+    r = await stream_request(server.url("/events"), None, method="GET", timeout=5.0)
+    assert r.outcome == DONE
+    assert r.reasoning == "hm" and r.text == "ok"
+    assert r.t_first_token == r.event_times[0]
+    seen = server.seen[0]
+    assert seen.method == "GET" and seen.body == b"" and "content-type" not in seen.headers
