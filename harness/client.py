@@ -294,6 +294,7 @@ class _Call:
         listener: Callable[[Event, float], None] | None,
     ) -> None:
         self.listener = listener
+        self.listener_failure: Failure | None = None
         self.reactor = reactor
         self.now = now
         self.max_events = max_events
@@ -425,7 +426,13 @@ class _Call:
                 continue
             self.on_event(item, t)
             if self.listener is not None:
-                self.listener(item, t)
+                try:
+                    self.listener(item, t)
+                except Exception:
+                    # A bug in the caller's callback must not pass for a broken stream.
+                    self.listener_failure = Failure()
+                    self.stop(END_CLIENT_ABORT)
+                    return
             if self.disconnect_after is not None and r.n_events >= self.disconnect_after:
                 self.stop(END_CLIENT_ABORT)
                 return
@@ -623,6 +630,8 @@ class _Call:
             response.deliverBody(_BodyReceiver(self))
             if self.finished is not None:
                 await self.finished
+            if self.listener_failure is not None:
+                self.listener_failure.raiseException()
             r.t_end = self.now()
             r.outcome = self.classify()
             r.text = "".join(self.pieces)
@@ -662,7 +671,8 @@ async def stream_request(
     classified and timed). ``disconnect_after=N`` aborts the connection after the
     N-th event (outcome ``disconnected`` unless ``[DONE]``/an error was already seen).
     ``on_event(event, t)`` is called for every event as it arrives (after it was
-    recorded), e.g. to print progress or to act in the middle of a stream.
+    recorded), e.g. to print progress or to act in the middle of a stream; if it
+    raises, the connection is aborted and the exception propagates from here.
     ``clock`` defaults to the injected reactor's ``seconds`` or ``time.monotonic``.
     Cancelling the returned coroutine's Deferred aborts the connection and raises
     ``CancelledError``.

@@ -720,3 +720,15 @@ async def test_reasoning_content_and_get_without_body(server: ScriptServer) -> N
     assert r.t_first_token == r.event_times[0]
     seen = server.seen[0]
     assert seen.method == "GET" and seen.body == b"" and "content-type" not in seen.headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_event_exception_propagates_and_aborts(server: ScriptServer) -> None:
+    server.script([("write", chunk("a")), ("stall",)])
+
+    def boom(ev: Event, t: float) -> None:
+        raise KeyError("callback bug")
+
+    with pytest.raises(KeyError, match="callback bug"):
+        await run(server, on_event=boom)
+    assert await ended(server) == "lost"
