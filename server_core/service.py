@@ -84,6 +84,9 @@ class GuardedChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        site = getattr(self, "site", None)
+        if isinstance(site, GuardedSite):
+            site.channels.add(self)
         # SSE frames are small writes that must leave at once: without TCP_NODELAY,
         # Nagle holds the first event until the client's delayed ACK (up to 40 ms).
         set_nodelay(self.transport)
@@ -115,6 +118,9 @@ class GuardedChannel(http.HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
+        site = getattr(self, "site", None)
+        if isinstance(site, GuardedSite):
+            site.channel_closed(self)
 
 
 class GuardedSite(server.Site):
@@ -127,6 +133,36 @@ class GuardedSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.header_timeout = header_timeout
         self.displayTracebacks = False
+        self.channels: set[GuardedChannel] = set()
+        self._closed_waiters: list[defer.Deferred[None]] = []
+
+    def channel_closed(self, channel: GuardedChannel) -> None:
+        self.channels.discard(channel)
+        if not self.channels:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    async def close_connections(self, timeout: float) -> None:
+        """Close every client connection after its buffered bytes are written.
+
+        The reactor's own shutdown drops connections without flushing, which would
+        cut the last frames (and ``[DONE]``) of streams that ended during the drain.
+        """
+        if not self.channels:
+            return
+        d: defer.Deferred[None] = defer.Deferred()
+        self._closed_waiters.append(d)
+        for channel in list(self.channels):
+            if channel.transport is not None:
+                channel.transport.loseConnection()
+        d.addTimeout(timeout, self.reactor)
+        try:
+            await d
+        except defer.TimeoutError:
+            for channel in list(self.channels):
+                if channel.transport is not None:
+                    channel.transport.abortConnection()  # type: ignore[attr-defined]
 
     def protocol(self) -> Any:
         # Same wrapper Twisted uses (HTTP/1.1 with optional h2), around our channel.
@@ -152,9 +188,15 @@ class DrainService(Service):
     """On stop: wait for responses in flight, then end what is left honestly."""
 
     def __init__(
-        self, routes: OpenAIRoutes, router: DefaultRouterState, drain_timeout: float, reactor: Any
+        self,
+        routes: OpenAIRoutes,
+        router: DefaultRouterState,
+        site: GuardedSite,
+        drain_timeout: float,
+        reactor: Any,
     ):
         self._routes = routes
+        self._site = site
         self._router = router
         self._drain_timeout = drain_timeout
         self._reactor = reactor
@@ -176,7 +218,12 @@ class DrainService(Service):
                 in_flight.end_streams(
                     ContextError("The server is shutting down; retry the request.")
                 )
+        await self._site.close_connections(timeout=5.0)
         await self._router.close()
+        # twistd re-raises the signal that stopped the reactor so the exit status says
+        # "killed by SIGTERM"; a drained shutdown is a clean one, so exit 0 instead.
+        if getattr(self._reactor, "_exitSignal", None) is not None:
+            self._reactor._exitSignal = None
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
@@ -218,7 +265,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     )
     site.noisy = False
     top = MultiService()
-    DrainService(routes, router, config.server.drain_timeout, reactor).setServiceParent(top)
+    DrainService(routes, router, site, config.server.drain_timeout, reactor).setServiceParent(top)
     endpoint = serverFromString(reactor, listen or config.server.listen)
     listener = Listener(endpoint, site)
     listener._raiseSynchronously = True
