@@ -721,6 +721,9 @@ class _BaseJob:
         self.fake_closed = False  # the fake (fault / stop) ended the connection
         self.slot: int | None = None
         self.task_id = -1
+        # Kept here: Request forgets its channel once finished, and close_after needs
+        # the TCP transport after finishing the HTTP response.
+        self._transport: Any = request.channel.transport if request.channel else None
 
     def start(self) -> None:
         self.fake.jobs.add(self)
@@ -780,7 +783,7 @@ class _BaseJob:
 
     @property
     def transport(self) -> Any:
-        return self.request.channel.transport if self.request.channel is not None else None
+        return self._transport
 
     async def flush(self, *, kernel: bool = False, timeout: float = 1.0) -> None:
         """Wait until written bytes left Twisted's buffer (and the kernel's, if asked)."""

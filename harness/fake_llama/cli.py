@@ -315,9 +315,13 @@ class _Runner:
 
     def _graceful(self) -> None:
         self.server.log("srv    operator(): operator(): cleaning up before exit...")
-        self.server.stop(abort=False)
         delay = self.server.process_faults.shutdown_delay
-        self.reactor.callLater(delay, self._stop_reactor)
+
+        def stopped(_: object) -> None:
+            self.server.log("srv    operator(): HTTP server stopped")
+            self.reactor.callLater(delay, self._stop_reactor)
+
+        self.server.stop(abort=False).addCallback(stopped)
 
     def _stop_reactor(self) -> None:
         if self.reactor.running:
