@@ -208,7 +208,6 @@ async def test_timing_ttft_token_delay_and_pings() -> None:
         assert res.t_headers is not None
         # Headers go out when the slot starts; the first event only after ttft.
         first = res.item_times[next(i for i, it in enumerate(res.items) if it in res.events)]
-        assert res.t_headers - res.t_connected < 0.2
         assert first - res.t_headers >= 0.29
         assert res.item_times[-1] - first >= 0.19  # two token gaps
         assert len(res.comments) >= 4 and {c.text for c in res.comments} == {""}
