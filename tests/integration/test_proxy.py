@@ -83,7 +83,8 @@ async def test_non_stream_relayed() -> None:
 async def test_upstream_loss_is_an_error_event_never_done(fault: str) -> None:
     async with stack() as s:
         direct = await post(s.fake.url, chat_body(), fault)
-        assert direct.outcome != "done"
+        # The fault really breaks the stream (a malformed event alone may still end in [DONE]).
+        assert direct.outcome != "done" or direct.invalid_json
         result = await post(s.url, chat_body(), fault)
         assert result.outcome == "error_event", result.summary()
         assert not result.done_after_error and not result.after_done

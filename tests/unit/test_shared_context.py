@@ -1,0 +1,471 @@
+"""DefaultSharedContext driven by a Clock and stub processes (no real children)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from server_core.aliases import LocalAlias
+from server_core.errors import ContextError
+from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
+from server_core.shared_context import ContextLimits, DefaultSharedContext, Lease
+
+START_TIME = 2.0
+STOP_TIME = 0.5
+
+
+@implementer(IServerProcess)
+class StubProcess:
+    """A process whose start and stop take Clock time; tests can crash it."""
+
+    spawned: list[StubProcess] = []
+
+    def __init__(self, alias: LocalAlias, on_state: Any, clock: Clock, fail: bool = False):
+        self.alias = alias.name
+        self.state = "stopped"
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.base_url = ""
+        self.started_at: float | None = None
+        self._on_state = on_state
+        self._clock = clock
+        self._fail = fail
+        self._exit: list[defer.Deferred[Any]] = []
+        StubProcess.spawned.append(self)
+
+    def _set(self, new: str) -> None:
+        old, self.state = self.state, new
+        self._on_state(self, old, new)
+
+    def start(self) -> defer.Deferred[None]:
+        self._set("starting")
+        self.pid = 1000 + len(StubProcess.spawned)
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def done() -> None:
+            if self.state != "starting":
+                return
+            if self._fail:
+                self._set("failed")
+                d.errback(ContextError(f"The model '{self.alias}' failed to start: exit 1"))
+                return
+            self.port = 20000 + len(StubProcess.spawned)
+            self.base_url = f"http://127.0.0.1:{self.port}"
+            self.started_at = self._clock.seconds()
+            self._set("ready")
+            d.callback(None)
+
+        self._clock.callLater(START_TIME, done)
+        return d
+
+    def stop(self) -> defer.Deferred[int]:
+        self._set("stopping")
+        d: defer.Deferred[int] = defer.Deferred()
+
+        def done() -> None:
+            self._set("stopped")
+            d.callback(0)
+
+        self._clock.callLater(STOP_TIME, done)
+        return d
+
+    def crash(self) -> None:
+        self._set("failed")
+
+    def when_exited(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._exit.append(d)
+        return d
+
+    def recent_logs(self) -> list[str]:
+        return []
+
+
+def alias(name: str, ttl: float | None = None) -> LocalAlias:
+    return LocalAlias(name=name, model_path=f"/m/{name}.gguf", source="user", request_params={},
+                      ttl=ttl)  # fmt: skip
+
+
+@implementer(IStateListener)
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_state_change(self, event: str, alias: str, detail: dict[str, Any]) -> None:
+        self.events.append((event, alias))
+
+
+def make(
+    failing: frozenset[str] = frozenset(), **limits: Any
+) -> tuple[DefaultSharedContext, Clock, Recorder]:
+    StubProcess.spawned = []
+    clock = Clock()
+
+    def factory(a: LocalAlias, on_state: Any) -> StubProcess:
+        return StubProcess(a, on_state, clock, fail=a.name in failing)
+
+    ctx = DefaultSharedContext(factory, clock=clock, limits=ContextLimits(**limits))
+    rec = Recorder()
+    ctx.add_state_listener(rec)
+    return ctx, clock, rec
+
+
+def result_of(d: defer.Deferred[Any]) -> Any:
+    """The Deferred's result once it fired (captured once), else None."""
+    box: list[Any] | None = getattr(d, "_test_box", None)
+    if box is None:
+        box = []
+        d._test_box = box  # type: ignore[attr-defined]
+        d.addBoth(box.append)
+    return box[0] if box else None
+
+
+def results(ds: list[defer.Deferred[Any]]) -> list[Any]:
+    return [result_of(d) for d in ds]
+
+
+def test_interfaces() -> None:
+    ctx, clock, _ = make()
+    assert verifyObject(ISharedContext, ctx)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    (lease,) = results([d])
+    assert verifyObject(ILease, lease)
+    assert verifyObject(IServerProcess, StubProcess.spawned[0])
+
+
+def test_concurrent_requests_for_a_cold_model_start_it_once() -> None:
+    ctx, clock, _ = make(max_queue=128)
+    ds = [ctx.acquire(alias("a")) for _ in range(100)]
+    assert len(StubProcess.spawned) == 1
+    assert all(r is None for r in results(ds))
+    clock.advance(START_TIME)
+    leases = results(ds)
+    assert all(isinstance(lease, Lease) for lease in leases)
+    assert {lease.base_url for lease in leases} == {StubProcess.spawned[0].base_url}
+    assert ctx.starts == 1
+
+
+def test_swap_waits_for_the_stream_in_flight() -> None:
+    ctx, clock, rec = make(max_loaded=1)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    (lease_a,) = results([d])
+    d_b = ctx.acquire(alias("b"))
+    clock.advance(60)
+    # 'a' still has a lease: it is neither stopped nor is 'b' started.
+    assert StubProcess.spawned[0].state == "ready"
+    assert len(StubProcess.spawned) == 1 and not d_b.called
+    lease_a.release()
+    clock.advance(STOP_TIME)
+    assert StubProcess.spawned[0].state == "stopped"
+    clock.advance(START_TIME)
+    (lease_b,) = results([d_b])
+    assert lease_b.alias == "b"
+    assert [e for e in rec.events if e[0] in ("start", "ready", "stop")] == [
+        ("start", "a"), ("ready", "a"), ("stop", "a"), ("start", "b"), ("ready", "b")
+    ]  # fmt: skip
+
+
+def test_new_arrivals_queue_behind_a_waiting_swap() -> None:
+    ctx, clock, _ = make(max_loaded=1)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    (lease_a,) = results([d])
+    d_b = ctx.acquire(alias("b"))
+    d_a2 = ctx.acquire(alias("a"))  # arrives after the swap request
+    assert not d_a2.called
+    lease_a.release()
+    clock.pump([STOP_TIME, START_TIME])
+    (lease_b,) = results([d_b])
+    assert lease_b.alias == "b" and not d_a2.called
+    lease_b.release()
+    clock.pump([STOP_TIME, START_TIME])
+    (lease_a2,) = results([d_a2])
+    assert lease_a2.alias == "a"
+
+
+def test_requests_waiting_for_the_running_model_are_served_first() -> None:
+    ctx, clock, _ = make(max_loaded=1)
+    d_a1 = ctx.acquire(alias("a"))
+    d_a2 = ctx.acquire(alias("a"))
+    d_b = ctx.acquire(alias("b"))
+    clock.advance(START_TIME)
+    a1, a2 = results([d_a1, d_a2])
+    assert a1.alias == a2.alias == "a" and not d_b.called
+    a1.release()
+    a2.release()
+    clock.pump([STOP_TIME, START_TIME])
+    assert results([d_b])[0].alias == "b"
+
+
+def test_max_loaded_two_evicts_least_recently_used() -> None:
+    ctx, clock, _ = make(max_loaded=2)
+    for name in ("a", "b"):
+        d = ctx.acquire(alias(name))
+        clock.advance(START_TIME)
+        results([d])[0].release()
+        clock.advance(1)
+    # 'a' was used first: it is the one evicted for 'c'.
+    d = ctx.acquire(alias("a"))
+    results([d])[0].release()
+    clock.advance(1)
+    d_c = ctx.acquire(alias("c"))
+    clock.pump([STOP_TIME, START_TIME])
+    assert results([d_c])[0].alias == "c"
+    assert ctx.is_loaded("a") and ctx.is_loaded("c") and not ctx.is_loaded("b")
+
+
+def test_crash_during_start_fails_waiters_and_next_request_restarts() -> None:
+    ctx, clock, rec = make(failing=frozenset({"bad"}))
+    ds = [ctx.acquire(alias("bad")) for _ in range(3)]
+    clock.advance(START_TIME)
+    errors = results(ds)
+    assert all(isinstance(e.value, ContextError) for e in errors)
+    assert "bad" in errors[0].value.message
+    assert ("failed", "bad") in rec.events
+    assert ctx.running() == []
+    ctx.acquire(alias("bad")).addErrback(lambda f: None)
+    assert len(StubProcess.spawned) == 2
+
+
+def test_crash_while_ready_is_noticed_and_next_request_restarts() -> None:
+    ctx, clock, rec = make()
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    (lease,) = results([d])
+    lost = lease.when_lost()
+    StubProcess.spawned[0].crash()
+    assert lost.called and ("failed", "a") in rec.events
+    assert not ctx.is_loaded("a")
+    lease.release()  # releasing a lease of a dead server is harmless
+    d2 = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    assert results([d2])[0].base_url == StubProcess.spawned[1].base_url
+
+
+@pytest.mark.parametrize(("ttl", "stops_after"), [(0, 0.0), (30, 30.0), (-1, None)])
+def test_idle_ttl(ttl: float, stops_after: float | None) -> None:
+    ctx, clock, _ = make(ttl=300)
+    d = ctx.acquire(alias("a", ttl=ttl))
+    clock.advance(START_TIME)
+    lease = results([d])[0]
+    clock.advance(1000)  # a lease blocks the TTL however long it is held
+    assert ctx.is_loaded("a")
+    lease.release()
+    if stops_after is None:
+        clock.advance(10_000)
+        assert ctx.is_loaded("a")
+        return
+    clock.advance(max(0.0, stops_after - 0.01))
+    if stops_after > 0:
+        assert ctx.is_loaded("a")
+    clock.pump([0.01, STOP_TIME])
+    assert not ctx.is_loaded("a") and ctx.running() == []
+
+
+def test_global_ttl_counts_from_last_release() -> None:
+    ctx, clock, _ = make(ttl=10)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    results([d])[0].release()
+    clock.advance(8)
+    d = ctx.acquire(alias("a"))
+    results([d])[0].release()
+    clock.advance(8)
+    assert ctx.is_loaded("a")
+    clock.pump([2, STOP_TIME])
+    assert not ctx.is_loaded("a")
+
+
+def test_per_alias_concurrency_limit_is_429_with_retry_after() -> None:
+    ctx, clock, _ = make(max_concurrent_per_alias=2)
+    ds = [ctx.acquire(alias("a")) for _ in range(3)]
+    (third,) = results(ds[2:])
+    assert third.value.status == 429 and "Retry-After" in third.value.headers
+    clock.advance(START_TIME)
+    assert all(isinstance(x, Lease) for x in results(ds[:2]))
+
+
+def test_queue_full_is_503_with_retry_after() -> None:
+    ctx, clock, _ = make(max_queue=2)
+    ds = [ctx.acquire(alias("a")) for _ in range(3)]
+    (third,) = results(ds[2:])
+    assert third.value.status == 503 and third.value.code == "queue_full"
+    assert third.value.headers["Retry-After"]
+    clock.advance(START_TIME)
+
+
+def test_queue_wait_timeout_is_503() -> None:
+    ctx, clock, _ = make(queue_timeout=5)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    lease = results([d])[0]
+    d_b = ctx.acquire(alias("b"))  # must wait for 'a', which is held
+    clock.advance(5)
+    (err,) = results([d_b])
+    assert err.value.status == 503 and err.value.code == "queue_timeout"
+    lease.release()
+
+
+def test_cancelled_waiter_leaves_the_queue() -> None:
+    ctx, clock, _ = make()
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    lease = results([d])[0]
+    d_b = ctx.acquire(alias("b"))
+    d_b.addErrback(lambda f: None)
+    d_b.cancel()
+    lease.release()
+    clock.advance(100)
+    assert len(StubProcess.spawned) == 1  # nobody wanted 'b' any more
+
+
+def test_unload_waits_for_leases_then_stops() -> None:
+    ctx, clock, rec = make()
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    lease = results([d])[0]
+    stopped = ctx.stop("a")
+    clock.advance(100)
+    assert not stopped.called and StubProcess.spawned[0].state == "ready"
+    lease.release()
+    clock.advance(STOP_TIME)
+    assert stopped.called and ("stop", "a") in rec.events
+
+
+def test_close_stops_everything_at_once_and_refuses_new_requests() -> None:
+    ctx, clock, _ = make(max_loaded=2)
+    ds = [ctx.acquire(alias(n)) for n in ("a", "b")]
+    clock.advance(START_TIME)
+    assert all(isinstance(x, Lease) for x in results(ds))
+    closed = ctx.close()
+    clock.advance(STOP_TIME)
+    assert closed.called
+    assert all(p.state == "stopped" for p in StubProcess.spawned)
+    assert isinstance(results([ctx.acquire(alias("a"))])[0].value, ContextError)
+
+
+def test_failing_listener_is_contained() -> None:
+    ctx, clock, rec = make()
+
+    @implementer(IStateListener)
+    class Broken:
+        def on_state_change(self, event: str, alias: str, detail: dict[str, Any]) -> None:
+            raise RuntimeError("listener bug")
+
+    ctx.add_state_listener(Broken())
+    ctx.add_state_listener(rec)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    assert isinstance(results([d])[0], Lease)
+    assert ("ready", "a") in rec.events
+
+
+def test_running_reports_state() -> None:
+    ctx, clock, _ = make()
+    d = ctx.acquire(alias("a"))
+    (entry,) = ctx.running()
+    assert entry["state"] == "starting" and entry["waiting"] == 1
+    clock.pump([START_TIME, 3])
+    lease = results([d])[0]
+    (entry,) = ctx.running()
+    assert entry["state"] == "ready" and entry["in_flight"] == 1
+    assert entry["port"] == StubProcess.spawned[0].port and entry["uptime"] == pytest.approx(3)
+    lease.release()
+
+
+NAMES = ("a", "b", "c")
+
+
+class ContextModel(RuleBasedStateMachine):
+    """Random requests, releases, time, crashes and unloads; invariants after each step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctx, self.clock, self.rec = make(max_loaded=2, ttl=20, max_queue=1000,
+                                              queue_timeout=10_000)  # fmt: skip
+        self.pending: list[tuple[str, defer.Deferred[Any]]] = []
+        self.leases: list[Lease] = []
+        self.granted_wrong = 0
+
+    def _collect(self) -> None:
+        still = []
+        for name, d in self.pending:
+            result = result_of(d)
+            if result is None:
+                still.append((name, d))
+                continue
+            if isinstance(result, Lease):
+                if result.alias != name:
+                    self.granted_wrong += 1
+                self.leases.append(result)
+        self.pending = still
+
+    @rule(name=st.sampled_from(NAMES))
+    def request(self, name: str) -> None:
+        d = self.ctx.acquire(alias(name))
+        self.pending.append((name, d))
+        self._collect()
+
+    @precondition(lambda self: self.leases)
+    @rule(i=st.integers(min_value=0, max_value=50))
+    def finish(self, i: int) -> None:
+        self.leases.pop(i % len(self.leases)).release()
+        self._collect()
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 2.0, 5.0, 30.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self._collect()
+
+    @rule(name=st.sampled_from(NAMES))
+    def crash(self, name: str) -> None:
+        proc = self.ctx.process_for(name)
+        if proc is not None and proc.state == "ready":
+            proc.crash()  # type: ignore[attr-defined]
+            # Leases on the dead server end with the stream's error.
+            self.leases = [lease for lease in self.leases if lease.alias != name]
+        self._collect()
+
+    @rule(name=st.sampled_from(NAMES))
+    def unload(self, name: str) -> None:
+        self.ctx.stop(name)
+        self._collect()
+
+    @invariant()
+    def invariants(self) -> None:
+        live = [p for p in StubProcess.spawned if p.state in ("starting", "ready", "stopping")]
+        # One process per alias, never more than max_loaded at once.
+        assert len({p.alias for p in live}) == len(live)
+        assert len(live) <= 2
+        # Nobody is answered by another alias's model.
+        assert self.granted_wrong == 0
+        # A server with leases is never stopping.
+        for lease in self.leases:
+            proc = self.ctx.process_for(lease.alias)
+            assert proc is not None and proc.state == "ready", (lease.alias, proc)
+
+    def teardown(self) -> None:
+        for lease in self.leases:
+            lease.release()
+        # Everything waiting is eventually served once leases end (no starvation).
+        for _ in range(20):
+            self.clock.advance(10)
+            self._collect()
+            for lease in self.leases:
+                lease.release()
+            self.leases.clear()
+        assert not self.pending, f"starved: {[n for n, _ in self.pending]}"
+
+
+ContextModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestContextModel = ContextModel.TestCase
