@@ -35,8 +35,9 @@ class RawResponse:
     body: bytes = b""
     complete: bool = False  # the HTTP body ended properly (terminator / full length)
     # How the connection ended: "fin" (server closed cleanly), "reset" (RST),
-    # "idle" (nothing for idle_timeout, we aborted), "client" (we closed: response
-    # complete, or disconnect_after_events reached), "refused".
+    # "idle" (nothing for idle_timeout, we aborted), "timeout" (the overall timeout
+    # passed, we aborted), "client" (we closed: response complete, or
+    # disconnect_after_events reached), "refused".
     ended: str = ""
     items: list[Event | Comment] = field(default_factory=list)  # SSE items in order
     item_times: list[float] = field(default_factory=list)
@@ -84,6 +85,7 @@ class _RawProtocol(Protocol):
         self.chunked = False
         self.decoder = SseDecoder()
         self.idle_call: IDelayedCall | None = None
+        self.deadline_call: IDelayedCall | None = None
         self.closed_by_us = False
 
     def connectionMade(self) -> None:
@@ -91,6 +93,14 @@ class _RawProtocol(Protocol):
         assert self.transport is not None
         self.transport.write(self.f.request_bytes)
         self._rearm()
+        if self.f.timeout is not None:
+            self.deadline_call = self.f.reactor.callLater(self.f.timeout, self._deadline)
+
+    def _deadline(self) -> None:
+        self.deadline_call = None
+        if not self.res.ended:
+            self.res.ended = "timeout"
+        self._close(abort=True)
 
     def _rearm(self) -> None:
         if self.idle_call is not None and self.idle_call.active():
@@ -221,8 +231,9 @@ class _RawProtocol(Protocol):
             self._close(abort=False)
 
     def connectionLost(self, reason: Failure = ierror.ConnectionDone) -> None:  # type: ignore[assignment]
-        if self.idle_call is not None and self.idle_call.active():
-            self.idle_call.cancel()
+        for call in (self.idle_call, self.deadline_call):
+            if call is not None and call.active():
+                call.cancel()
         if self.stage == "until-close":
             self.res.complete = True
         if not self.res.ended:
@@ -242,6 +253,7 @@ class _RawFactory(ClientFactory):
         request_bytes: bytes,
         *,
         idle_timeout: float,
+        timeout: float | None,
         wait_close: bool,
         disconnect_after_events: int | None,
         abort_on_disconnect: bool,
@@ -249,6 +261,7 @@ class _RawFactory(ClientFactory):
         self.reactor = reactor
         self.request_bytes = request_bytes
         self.idle_timeout = idle_timeout
+        self.timeout = timeout
         self.wait_close = wait_close
         self.disconnect_after_events = disconnect_after_events
         self.abort_on_disconnect = abort_on_disconnect
@@ -277,6 +290,7 @@ def raw_request(
     headers: Mapping[str, str] | None = None,
     *,
     idle_timeout: float = 5.0,
+    timeout: float | None = 30.0,
     wait_close: bool = False,
     disconnect_after_events: int | None = None,
     abort_on_disconnect: bool = False,
@@ -286,7 +300,8 @@ def raw_request(
     ``body``: bytes, text, or a mapping sent as JSON. The Deferred fires once the
     connection is gone: after a complete response (we close, unless ``wait_close``),
     after the server closed/reset it, after ``idle_timeout`` seconds without a byte,
-    or after ``disconnect_after_events`` SSE events (we close: FIN, or RST with
+    after ``timeout`` seconds in all (None = no limit), or after
+    ``disconnect_after_events`` SSE events (we close: FIN, or RST with
     ``abort_on_disconnect``). A refused connection gives ``ended == "refused"``.
     """
     if isinstance(body, Mapping):
@@ -306,6 +321,7 @@ def raw_request(
         reactor,
         request_bytes,
         idle_timeout=idle_timeout,
+        timeout=timeout,
         wait_close=wait_close,
         disconnect_after_events=disconnect_after_events,
         abort_on_disconnect=abort_on_disconnect,

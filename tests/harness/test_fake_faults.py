@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -315,3 +316,29 @@ async def test_probability_hits_a_reproducible_subset() -> None:
     assert first == await _hit_pattern(seed=11)
     assert 0 < sum(first) < len(first)
     assert first != await _hit_pattern(seed=12)
+
+
+@pytest_twisted.ensureDeferred
+async def test_jitter_varies_token_gaps() -> None:
+    server = await start(seed=1)
+    try:
+        res = await chat(server, fault="token_delay=40ms,jitter=25ms")
+        times = res.item_times[1:-2]  # the 10 token events
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(gaps) == 9 and min(gaps) >= 0.005
+        assert max(gaps) - min(gaps) > 0.01
+        assert contents(res) == expected_text(LONG, seed=1)[0]
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pings_continue_during_a_stall() -> None:
+    server = await start(sse_ping_interval=0.05)
+    try:
+        res = await chat(server, fault="stall_after=1", timeout=0.5)
+        assert res.ended == "timeout" and len(res.data) == 1
+        assert len(res.comments) >= 5
+        assert all(t > res.item_times[0] for t in res.item_times[1:])
+    finally:
+        await server.stop()
