@@ -40,7 +40,6 @@ setup(
         "console_scripts": [
             "fake-llama-server = harness.fake_llama.cli:main",
             "netfault = harness.netfault:main",
-            "harness = harness.cli:main",
         ],
     },
     classifiers=[

@@ -74,6 +74,9 @@ class ISharedContext(Interface):
     def stop(alias_name: str | None = None) -> Any:
         """Stop one alias's server or all of them; Deferred fires when stopped."""
 
+    def close() -> Any:
+        """Shutdown: refuse new requests and stop every process now (Deferred)."""
+
     def is_loaded(alias_name: str) -> bool:
         """True while that alias's server is ready."""
 

@@ -60,6 +60,10 @@ class DefaultRouterState:
     def client(self) -> UpstreamClient:
         return self._client
 
+    @property
+    def context(self) -> ISharedContext | None:
+        return self._context
+
     async def forward(
         self, endpoint: str, body: dict[str, Any], headers: Headers | None = None
     ) -> UpstreamReply:
@@ -111,6 +115,6 @@ class DefaultRouterState:
 
     async def close(self) -> None:
         if self._context is not None:
-            stopped: Any = self._context.stop()
+            stopped: Any = self._context.close()
             await stopped
         await self._client.close()

@@ -20,14 +20,20 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from server_core.admin import AdminApi
+from server_core.direct_sse import DirectSse
 from server_core.errors import (
     AliasNotFound,
     AuthenticationError,
+    BadRequest,
     ServerCoreError,
     UpstreamError,
     error_body,
     internal_error,
     normalize_upstream_error,
+)
+from server_core.errors import (
+    NotFound as NotFoundError,
 )
 from server_core.fwd_sse import ForwardedSse
 from server_core.interfaces import IRouterState
@@ -100,8 +106,10 @@ class OpenAIRoutes:
         api_keys: Sequence[str] = (),
         keepalive_interval: float | None = 15.0,
         idle_timeout: float | None = 300.0,
+        admin: AdminApi | None = None,
     ) -> None:
         self._router = router
+        self._admin = admin
         self._clock = clock
         self._api_keys = [k.encode("utf-8") for k in api_keys]
         self._keepalive = keepalive_interval
@@ -174,6 +182,60 @@ class OpenAIRoutes:
     @app.route("/v1/embeddings", methods=["POST"])
     async def embeddings(self, request: Request) -> bytes | None:
         return await self._proxy(request, "/embeddings", validate_embeddings)
+
+    # -- admin (managed processes) -----------------------------------------------
+
+    def _admin_api(self, request: Request) -> AdminApi:
+        self._check_auth(request)
+        if self._admin is None:
+            raise NotFoundError(
+                "This server manages no llama-server processes.", code="no_managed_models"
+            )
+        return self._admin
+
+    @app.route("/running", methods=["GET"])
+    def running(self, request: Request) -> bytes:
+        try:
+            payload = self._admin_api(request).running()
+        except ServerCoreError as error:
+            return self._error(request, error)
+        request.setHeader(b"content-type", _JSON)
+        return json.dumps(payload).encode("utf-8")
+
+    @app.route("/unload", methods=["POST"])
+    async def unload(self, request: Request) -> bytes:
+        try:
+            admin = self._admin_api(request)
+            assert request.content is not None
+            raw = request.content.read()
+            alias = None
+            if raw.strip():
+                body = parse_json_body(raw)
+                alias = body.get("alias", body.get("model"))
+                if alias is not None and not isinstance(alias, str):
+                    raise BadRequest("'alias' must be a string.", param="alias")
+            payload = await admin.unload(alias)
+        except ServerCoreError as error:
+            return self._error(request, error)
+        request.setHeader(b"content-type", _JSON)
+        return json.dumps(payload).encode("utf-8")
+
+    @app.route("/logs/<string:alias>", methods=["GET"])
+    async def logs(self, request: Request, alias: str) -> bytes | None:
+        try:
+            admin = self._admin_api(request)
+            if request.args.get(b"follow", [b"0"])[0] in (b"1", b"true", b"yes"):
+                source = admin.follow(alias)
+            else:
+                request.setHeader(b"content-type", _JSON)
+                return json.dumps({"alias": alias, "lines": admin.logs(alias)}).encode("utf-8")
+        except ServerCoreError as error:
+            return self._error(request, error)
+        stream = DirectSse(
+            request, source, clock=self._clock, keepalive_interval=self._keepalive, send_done=False
+        )
+        await stream.run()
+        return None
 
     # -- helpers -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ then close upstream pools and stop managed processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -18,10 +19,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
+from server_core.admin import AdminApi
+from server_core.aliases import LocalAlias
 from server_core.config import Config
 from server_core.errors import BodyTooLarge, ContextError
 from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes
+from server_core.shared_context import ContextLimits, DefaultSharedContext
 from server_core.upstream import UpstreamClient, UpstreamSettings, set_nodelay
 
 __all__ = ["GuardedSite", "build_router", "make_service"]
@@ -171,6 +175,40 @@ class GuardedSite(server.Site):
         return http._GenericHTTPChannelProtocol(channel)
 
 
+def build_context(config: Config, reactor: Any) -> DefaultSharedContext | None:
+    """The shared context for managed aliases, or None when the config has none."""
+    if not config.aliases.local_aliases():
+        return None
+    llama = config.llama
+
+    def make_process(alias: LocalAlias, on_state: Callable[[Any, str, str], None]) -> Any:
+        from server_core.flags import merge_flags
+        from server_core.llama_process import LlamaServerProcess
+
+        executable, base_args = llama.command_for(alias.exec_variant)
+        return LlamaServerProcess(
+            alias,
+            executable,
+            merge_flags(base_args, alias.context_params),
+            reactor=reactor,
+            start_timeout=llama.start_timeout,
+            stop_grace=llama.stop_grace,
+            on_state=on_state,
+        )
+
+    return DefaultSharedContext(
+        make_process,
+        clock=reactor,
+        limits=ContextLimits(
+            max_loaded=llama.max_loaded,
+            ttl=llama.ttl,
+            max_queue=llama.max_queue,
+            queue_timeout=llama.queue_timeout,
+            max_concurrent_per_alias=llama.max_concurrent_per_alias,
+        ),
+    )
+
+
 def build_router(config: Config, reactor: Any) -> DefaultRouterState:
     up = config.server.upstream
     client = UpstreamClient(
@@ -181,7 +219,7 @@ def build_router(config: Config, reactor: Any) -> DefaultRouterState:
             idle_timeout=up.idle_timeout,
         ),
     )
-    return DefaultRouterState(config.aliases, client, context=None)
+    return DefaultRouterState(config.aliases, client, context=build_context(config, reactor))
 
 
 class DrainService(Service):
@@ -250,8 +288,13 @@ class Listener(StreamServerEndpointService):
 def make_service(config: Config, reactor: Any, listen: str | None = None) -> MultiService:
     """The whole server as one MultiService (what the twistd plugin returns)."""
     router = build_router(config, reactor)
+    admin = None
+    if router.context is not None:
+        local_names = [a.name for a in config.aliases.local_aliases()]
+        admin = AdminApi(router.context, lambda: local_names)
     routes = OpenAIRoutes(
         router,
+        admin=admin,
         clock=reactor,
         api_keys=config.server.api_keys,
         keepalive_interval=config.server.keepalive_interval,
