@@ -209,7 +209,8 @@ class FakeLlamaResource(Resource):
         if server.config.api_keys and path not in PUBLIC_PATHS and not self._key_ok(request):
             server.log("srv  operator(): unauthorized: Invalid API Key")
             return self.send_json(request, 401, error_body(401, "Invalid API Key"))
-        handler = self.routes.get(method, {}).get(path)
+        # cpp-httplib answers HEAD with the GET handler (Twisted drops the body).
+        handler = self.routes.get(b"GET" if method == b"HEAD" else method, {}).get(path)
         if handler is None:
             return self.send_json(request, 404, error_body(404, "File Not Found"))
         if path in GENERATION_PATHS:

@@ -154,6 +154,9 @@ class _RawProtocol(Protocol):
                     name, _, value = line.partition(":")
                     res.headers.setdefault(name.strip().lower(), []).append(value.strip())
                 res.t_headers = self.f.reactor.seconds()
+                if self.f.method == "HEAD" or res.status in (204, 304):
+                    self._complete()  # no body, whatever the headers announce
+                    return
                 te = (res.header("transfer-encoding") or "").lower()
                 cl = res.header("content-length")
                 if "chunked" in te:
@@ -250,6 +253,7 @@ class _RawFactory(ClientFactory):
     def __init__(
         self,
         reactor: Any,
+        method: str,
         request_bytes: bytes,
         *,
         idle_timeout: float,
@@ -259,6 +263,7 @@ class _RawFactory(ClientFactory):
         abort_on_disconnect: bool,
     ) -> None:
         self.reactor = reactor
+        self.method = method.upper()
         self.request_bytes = request_bytes
         self.idle_timeout = idle_timeout
         self.timeout = timeout
@@ -319,6 +324,7 @@ def raw_request(
     request_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + payload
     factory = _RawFactory(
         reactor,
+        method,
         request_bytes,
         idle_timeout=idle_timeout,
         timeout=timeout,

@@ -46,6 +46,8 @@ async def test_health_models_props_slots() -> None:
         assert res.status == 200 and res.json() == {"status": "ok"}
         assert res.header("server") == "llama.cpp"
         assert (await req(server, "GET", "/v1/health")).json() == {"status": "ok"}
+        head = await req(server, "HEAD", "/health")
+        assert head.status == 200 and head.body == b""
         for path in ("/v1/models", "/models"):
             models = (await req(server, "GET", path)).json()
             assert models["object"] == "list"
