@@ -45,6 +45,5 @@ setup(
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3.11",
-        "License :: OSI Approved :: MIT License",
     ],
 )

@@ -25,7 +25,13 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestNotSent
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseNeverReceived,
+    _HTTP11ClientFactory,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
@@ -78,6 +84,11 @@ def set_nodelay(transport: Any) -> None:
             setter(True)
             return
         transport = getattr(transport, "transport", None)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # One log line per pooled connection opened and closed is noise in a proxy.
+    noisy = False
 
 
 @implementer(IStreamClientEndpoint)
@@ -134,6 +145,7 @@ class UpstreamClient:
         self._reactor = reactor
         self.settings = settings or UpstreamSettings()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool._factory = _QuietClientFactory
         self._pool.maxPersistentPerHost = self.settings.max_connections_per_host
         self._pool.retryAutomatically = False
         agent = Agent.usingEndpointFactory(
