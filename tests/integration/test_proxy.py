@@ -165,3 +165,61 @@ async def test_many_concurrent_streams_all_complete() -> None:
         for body, result in zip(bodies, results, strict=True):
             assert result.outcome == "done"
             assert result.text == "".join(expected_text(body)[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_hang_before_headers_is_504_after_header_timeout() -> None:
+    async with stack(server_yaml="  upstream: {header_timeout: 0.3}") as s:
+        start = reactor.seconds()
+        result = await post(s.url, chat_body(), "hang")
+        assert result.outcome == "http_error" and result.status == 504
+        assert result.error["type"] == "timeout_error"
+        assert reactor.seconds() - start < 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_refusing_connections_is_502_without_details() -> None:
+    from server_core.service import make_service
+    from tests.integration.procs import free_port
+    from tests.integration.stack import config_for
+
+    service = make_service(config_for(f"http://127.0.0.1:{free_port()}"), reactor)
+    listener = list(service)[-1]
+    service.startService()
+    port = (await listener.when_listening).getHost().port
+    try:
+        result = await post(f"http://127.0.0.1:{port}", chat_body())
+        assert result.outcome == "http_error" and result.status == 502
+        assert "connection refused" in result.error["message"]
+        assert "127.0.0.1" not in result.error["message"]
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_body_over_the_cap_is_413() -> None:
+    async with stack(server_yaml="  max_body_bytes: 1000") as s:
+        big = chat_body(stream=False)
+        big["messages"][0]["content"] = "x" * 5000
+        result = await post(s.url, big)
+        assert result.status == 413
+        assert result.error["code"] == "request_too_large"
+        small = await post(s.url, chat_body(stream=False))
+        assert small.outcome == "done"
+
+
+@pytest_twisted.ensureDeferred
+async def test_completions_and_embeddings_relayed() -> None:
+    async with stack() as s:
+        text = await stream_request(
+            s.url + "/v1/completions",
+            {"model": "fake", "prompt": "once upon", "max_tokens": 5, "stream": True},
+            timeout=10,
+        )
+        assert text.outcome == "done" and text.text
+    async with stack(FakeConfig(alias="fake", embeddings=True)) as s:
+        emb = await stream_request(
+            s.url + "/v1/embeddings", {"model": "fake", "input": "hello"}, timeout=10
+        )
+        assert emb.outcome == "done" and emb.status == 200
+        assert len(emb.json_body["data"][0]["embedding"]) > 0
