@@ -40,6 +40,7 @@ setup(
         "console_scripts": [
             "fake-llama-server = harness.fake_llama.cli:main",
             "netfault = harness.netfault:main",
+            "server-core-install-llama-server = server_core.llama_install:main",
         ],
     },
     classifiers=[
