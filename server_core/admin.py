@@ -83,13 +83,9 @@ async def _follow(process: IServerProcess) -> AsyncIterator[DirectEvent]:
         if wake:
             wake.pop().callback(None)
 
-    add = getattr(process, "add_log_listener", None)
-    remove = getattr(process, "remove_log_listener", None)
     for line in process.recent_logs():
         yield DirectEvent({"line": line})
-    if add is None:
-        return
-    add(on_line)
+    process.add_log_listener(on_line)
     process.when_exited().addBoth(on_exit)
     try:
         while True:
@@ -105,5 +101,4 @@ async def _follow(process: IServerProcess) -> AsyncIterator[DirectEvent]:
             while pending:
                 yield DirectEvent({"line": pending.popleft()})
     finally:
-        if remove is not None:
-            remove(on_line)
+        process.remove_log_listener(on_line)

@@ -101,6 +101,9 @@ class IServerProcess(Interface):
     state = Attribute("stopped | starting | ready | stopping | failed")
     port = Attribute("TCP port once ready, else None")
     pid = Attribute("process id while running, else None")
+    base_url = Attribute("http://127.0.0.1:PORT once the port is known, else None")
+    started_at = Attribute("clock time when it became ready, else None")
+    last_error = Attribute("why the last start failed or the process died, else None")
 
     def start() -> Any:
         """Spawn and wait for readiness; Deferred fires when ready."""
@@ -113,3 +116,9 @@ class IServerProcess(Interface):
 
     def recent_logs() -> list[str]:
         """The last lines of the child's output."""
+
+    def add_log_listener(listener: Any) -> None:
+        """Call ``listener(line)`` for every new output line."""
+
+    def remove_log_listener(listener: Any) -> None:
+        """Stop calling ``listener``."""

@@ -23,6 +23,7 @@ from server_core.admin import AdminApi
 from server_core.aliases import LocalAlias
 from server_core.config import Config
 from server_core.errors import BodyTooLarge, ContextError
+from server_core.llama_process import LlamaServerProcess, reap_orphans
 from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes
 from server_core.shared_context import ContextLimits, DefaultSharedContext
@@ -180,16 +181,18 @@ def build_context(config: Config, reactor: Any) -> DefaultSharedContext | None:
     if not config.aliases.local_aliases():
         return None
     llama = config.llama
+    # Children of a server_core that was SIGKILLed may still run: stop them first.
+    reaped = reap_orphans()
+    if reaped:
+        log.warn("stopped {n} llama-server processes left by a previous run", n=len(reaped))
 
     def make_process(alias: LocalAlias, on_state: Callable[[Any, str, str], None]) -> Any:
-        from server_core.flags import merge_flags
-        from server_core.llama_process import LlamaServerProcess
-
         executable, base_args = llama.command_for(alias.exec_variant)
+        # The process merges the alias's context_params over these flags itself.
         return LlamaServerProcess(
             alias,
             executable,
-            merge_flags(base_args, alias.context_params),
+            base_args,
             reactor=reactor,
             start_timeout=llama.start_timeout,
             stop_grace=llama.stop_grace,

@@ -74,7 +74,7 @@ class Lease:
         self._context = context
         self._released = False
         self.alias = slot.alias.name
-        self.base_url: str = slot.process.base_url  # type: ignore[attr-defined]
+        self.base_url: str = slot.process.base_url
 
     def release(self) -> None:
         if not self._released:

@@ -52,17 +52,16 @@ class Managed:
 
 @asynccontextmanager
 async def managed(
-    tmp_path: Path, aliases: dict[str, list[str]], llama_yaml: str = ""
+    tmp_path: Path, aliases: dict[str, list[str]], **llama: Any
 ) -> AsyncIterator[Managed]:
+    settings = {"stop_grace": 2, "start_timeout": 10, **llama}
     lines = [
         "server:",
         "  listen: tcp:0:interface=127.0.0.1",
         "  keepalive_interval: 5",
         "llama_server:",
         f"  executable: {fake_executable(tmp_path)}",
-        "  stop_grace: 2",
-        "  start_timeout: 10",
-        *(f"  {line}" for line in llama_yaml.splitlines() if line.strip()),
+        *(f"  {key}: {value}" for key, value in settings.items()),
         "aliases:",
     ]
     for name, flags in aliases.items():
@@ -140,7 +139,7 @@ async def test_crash_during_load_is_a_client_error_within_a_second(tmp_path: Pat
 
 @pytest_twisted.ensureDeferred
 async def test_never_ready_is_a_start_timeout_error(tmp_path: Path) -> None:
-    async with managed(tmp_path, {"stuck": ["--fault", "never_ready"]}, "start_timeout: 1") as m:
+    async with managed(tmp_path, {"stuck": ["--fault", "never_ready"]}, start_timeout=1) as m:
         result = await ask(m, "stuck")
         assert result.outcome == "http_error" and result.status in (503, 504)
         assert "stuck" in result.error["message"]
@@ -162,7 +161,7 @@ async def test_crash_mid_stream_is_an_error_event_and_next_request_restarts(
 
 @pytest_twisted.ensureDeferred
 async def test_swap_waits_for_the_stream_in_flight(tmp_path: Path) -> None:
-    async with managed(tmp_path, {"a": [], "b": []}, "max_loaded: 1") as m:
+    async with managed(tmp_path, {"a": [], "b": []}, max_loaded=1) as m:
         first = defer.ensureDeferred(
             ask(m, "a", max_tokens=15, headers={"X-Fault": "token_delay=50ms"})
         )
@@ -178,7 +177,7 @@ async def test_swap_waits_for_the_stream_in_flight(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_100_concurrent_requests_for_a_cold_model_start_it_once(tmp_path: Path) -> None:
     async with managed(
-        tmp_path, {"a": ["-np", "8", "--fault", "load_delay=300ms"]}, "max_queue: 200"
+        tmp_path, {"a": ["-np", "8", "--fault", "load_delay=300ms"]}, max_queue=200
     ) as m:
         results = await defer.gatherResults(
             [defer.ensureDeferred(ask(m, "a", max_tokens=3)) for _ in range(100)]
@@ -189,7 +188,7 @@ async def test_100_concurrent_requests_for_a_cold_model_start_it_once(tmp_path: 
 
 @pytest_twisted.ensureDeferred
 async def test_interleaved_aliases_each_answered_by_its_own_model(tmp_path: Path) -> None:
-    async with managed(tmp_path, {"a": [], "b": [], "c": []}, "max_loaded: 2") as m:
+    async with managed(tmp_path, {"a": [], "b": [], "c": []}, max_loaded=2) as m:
         order = ["a", "b", "c", "a", "c", "b", "b", "a", "c"] * 2
         results = await defer.gatherResults(
             [defer.ensureDeferred(ask(m, name, max_tokens=3)) for name in order]

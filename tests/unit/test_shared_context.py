@@ -34,6 +34,7 @@ class StubProcess:
         self.port: int | None = None
         self.pid: int | None = None
         self.base_url = ""
+        self.last_error: str | None = None
         self.started_at: float | None = None
         self._on_state = on_state
         self._clock = clock
@@ -87,6 +88,12 @@ class StubProcess:
 
     def recent_logs(self) -> list[str]:
         return []
+
+    def add_log_listener(self, listener: Any) -> None:
+        pass
+
+    def remove_log_listener(self, listener: Any) -> None:
+        pass
 
 
 def alias(name: str, ttl: float | None = None) -> LocalAlias:
