@@ -41,6 +41,10 @@ setup(
             "fake-llama-server = harness.fake_llama.cli:main",
             "netfault = harness.netfault:main",
             "server-core-install-llama-server = server_core.llama_install:main",
+            "harness = harness.cli:main",
+        ],
+        "pytest11": [
+            "harness_conformance = harness.conformance.pytest_plugin",
         ],
     },
     classifiers=[
