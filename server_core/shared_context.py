@@ -321,7 +321,16 @@ class DefaultSharedContext:
             if holder:
                 self._process_state(holder[0], old, new)
 
-        process = self._factory(alias, on_state)
+        try:
+            process = self._factory(alias, on_state)
+        except ServerCoreError as error:
+            # Nothing could be spawned (e.g. no executable): fail this alias's waiters.
+            self._last_errors[alias.name] = error.message
+            self._notify("failed", alias.name, {"error": error.message})
+            for waiter in list(self._queue):
+                if waiter.alias.name == alias.name:
+                    self._fail_waiter(waiter, error)
+            return
         slot = _Slot(alias, process, last_used=self._clock.seconds())
         holder.append(slot)
         self._slots[alias.name] = slot

@@ -476,3 +476,16 @@ class ContextModel(RuleBasedStateMachine):
 
 ContextModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestContextModel = ContextModel.TestCase
+
+
+def test_factory_that_cannot_spawn_fails_the_waiters_with_its_message() -> None:
+    clock = Clock()
+
+    def factory(a: LocalAlias, on_state: Any) -> StubProcess:
+        raise ContextError(f"The model '{a.name}' needs llama-server, which is not installed")
+
+    ctx = DefaultSharedContext(factory, clock=clock, limits=ContextLimits())
+    ds = [ctx.acquire(alias("a")) for _ in range(2)]
+    errors = results(ds)
+    assert all("not installed" in e.value.message for e in errors)
+    assert ctx.running() == []
