@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -52,22 +53,39 @@ class Managed:
 
 @asynccontextmanager
 async def managed(
-    tmp_path: Path, aliases: dict[str, list[str]], **llama: Any
+    tmp_path: Path,
+    aliases: dict[str, list[str]],
+    *,
+    executable: str | None = None,
+    model: str | None = None,
+    **llama: Any,
 ) -> AsyncIterator[Managed]:
+    """server_core in-process with managed aliases (each: its extra llama-server flags).
+
+    By default every alias runs the fake llama-server on a dummy model file; the real
+    tier passes a real ``executable`` and a real GGUF ``model``.
+    """
     settings = {"stop_grace": 2, "start_timeout": 10, **llama}
     lines = [
         "server:",
         "  listen: tcp:0:interface=127.0.0.1",
         "  keepalive_interval: 5",
         "llama_server:",
-        f"  executable: {fake_executable(tmp_path)}",
+        f"  executable: {executable or fake_executable(tmp_path)}",
         *(f"  {key}: {value}" for key, value in settings.items()),
         "aliases:",
     ]
     for name, flags in aliases.items():
-        model = tmp_path / f"{name}.gguf"
-        model.write_bytes(b"GGUF")
-        lines += [f"  - alias: {name}", f"    model: {model}", f"    context_params: {flags!r}"]
+        path = model
+        if path is None:
+            dummy = tmp_path / f"{name}.gguf"
+            dummy.write_bytes(b"GGUF")
+            path = str(dummy)
+        lines += [
+            f"  - alias: {json.dumps(name)}",
+            f"    model: {json.dumps(path)}",
+            f"    context_params: {json.dumps(flags)}",
+        ]
     config = parse_config("\n".join(lines) + "\n", file=str(tmp_path / "managed.yaml"))
     service = make_service(config, reactor)
     listener = list(service)[-1]
