@@ -89,21 +89,26 @@ async def test_openai_sdk_stream_and_non_stream(tmp_path: Path) -> None:
         assert "fake" in models
 
 
+async def terminate_mid_stream(r: Running, payload: dict[str, Any]) -> Any:
+    """Start a stream, SIGTERM the server once its first event arrived, return the result."""
+    first_event: defer.Deferred[None] = defer.Deferred()
+
+    def on_event(event: Any, t: float) -> None:
+        if not first_event.called:
+            first_event.callback(None)
+
+    pending = defer.ensureDeferred(
+        stream_request(r.url + "/v1/chat/completions", payload, on_event=on_event)
+    )
+    await first_event
+    r.server.signal("TERM")
+    return await pending
+
+
 @pytest_twisted.ensureDeferred
 async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
     async with running(tmp_path, "--fault", "token_delay=40ms") as r:
-        first_event: defer.Deferred[None] = defer.Deferred()
-
-        def on_event(event: Any, t: float) -> None:
-            if not first_event.called:
-                first_event.callback(None)
-
-        pending = defer.ensureDeferred(
-            stream_request(r.url + "/v1/chat/completions", body(max_tokens=25), on_event=on_event)
-        )
-        await first_event
-        r.server.signal("TERM")
-        result = await pending
+        result = await terminate_mid_stream(r, body(max_tokens=25))
         assert result.outcome == "done", result.summary()
         assert result.text == "".join(expected_text(body(max_tokens=25))[0])
         assert await r.server.when_exited() == 0
@@ -114,18 +119,7 @@ async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_drain_timeout_ends_remaining_streams_with_error_event(tmp_path: Path) -> None:
     async with running(tmp_path, "--fault", "token_delay=100ms", drain_timeout=0.3) as r:
-        first_event: defer.Deferred[None] = defer.Deferred()
-
-        def on_event(event: Any, t: float) -> None:
-            if not first_event.called:
-                first_event.callback(None)
-
-        pending = defer.ensureDeferred(
-            stream_request(r.url + "/v1/chat/completions", body(max_tokens=60), on_event=on_event)
-        )
-        await first_event
-        r.server.signal("TERM")
-        result = await pending
+        result = await terminate_mid_stream(r, body(max_tokens=60))
         assert result.outcome == "error_event", result.summary()
         assert "shutting down" in json.dumps(result.error)
         assert await r.server.when_exited() == 0
