@@ -120,7 +120,10 @@ class ConformanceItem(pytest.Item):
 
         result = _run_check(self.config, self.check)
         if result.result == NA:
-            pytest.skip(f"n/a: {result.detail}")
+            # Reported at the item, not at this line of the plugin.
+            raise pytest.skip.Exception(
+                f"{self.name} n/a: {result.detail}", _use_item_location=True
+            )
         if result.result == FAIL:
             raise ConformanceFailure(result)
 
@@ -131,7 +134,9 @@ class ConformanceItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"{_NODE}::{self.name}"
+        # Point at the check's source: skips (n/a) and failures are located there.
+        code = self.check.func.__code__
+        return code.co_filename, code.co_firstlineno - 1, f"{_NODE}::{self.name}"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the items
