@@ -88,6 +88,11 @@ def test_registry_has_at_least_30_named_described_checks() -> None:
         assert c.description and "." in c.name and c.name == c.name.strip()
 
 
+def test_docs_name_every_check() -> None:
+    doc = (REPO / "docs" / "conformance.md").read_text()
+    assert [c.name for c in CHECKS if f"| `{c.name}` |" not in doc] == []
+
+
 def test_select_checks_by_name_and_group_prefix() -> None:
     assert [c.name for c in select_checks(["models.shape"])] == ["models.shape"]
     group = {c.name for c in select_checks(["chat.stream"])}
