@@ -19,6 +19,7 @@ returns ``args.run(args)``. Exit codes: what ``run`` returns; 2 for usage errors
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -132,6 +133,9 @@ def _run_conformance(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         print("harness conformance: --timeout must be > 0", file=sys.stderr)
         return EXIT_USAGE
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        print(f"harness conformance: --json: no such directory for {args.json}", file=sys.stderr)
+        return EXIT_USAGE
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     try:
         select_checks(only)
@@ -160,8 +164,12 @@ def _run_conformance(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(report.format_table())
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(report.to_json() + "\n")
+            try:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    f.write(report.to_json() + "\n")
+            except OSError as exc:
+                print(f"harness conformance: --json: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         return EXIT_OK if report.ok else EXIT_FAIL
 
     return run_reactor(go)

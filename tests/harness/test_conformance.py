@@ -443,6 +443,10 @@ def test_cli_usage_errors_in_process(capsys: pytest.CaptureFixture[str]) -> None
     assert "missing --model" in capsys.readouterr().err
     assert main(["conformance", "--target", "x", "--model", "m", "--timeout", "0"]) == 2
     assert main(["conformance", "--bogus"]) == 2
+    assert (
+        main(["conformance", "--target", "x", "--model", "m", "--json", "/no/such/d/r.json"]) == 2
+    )
+    assert "no such directory" in capsys.readouterr().err
     assert main(["conformance", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == len(CHECKS) and listed[0].startswith("models.shape ")
