@@ -60,12 +60,15 @@ def test_empty_file_gives_defaults() -> None:
         assert cfg.source is None
 
 
-def test_default_config_has_no_aliases_yet() -> None:
+def test_default_config_serves_the_bundled_model() -> None:
     cfg = default_config()
     assert cfg.server.listen == "tcp:1135:interface=127.0.0.1"
     assert cfg.server.upstream == UpstreamSettings(10.0, 600.0, 300.0)
     assert cfg.llama.command_for(None) == ("llama-server", ())
-    assert cfg.aliases.local_aliases() == []
+    (alias,) = cfg.aliases.local_aliases()
+    assert alias.name == "gemma3:270m"
+    assert Path(alias.model_path).stat().st_size > 200_000_000  # the real 253 MB GGUF
+    assert [m["id"] for m in cfg.aliases.list_models()] == ["gemma3:270m"]
     assert cfg.source is None
 
 
