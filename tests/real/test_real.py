@@ -187,7 +187,7 @@ async def test_swap_between_two_aliases_of_one_gguf(
 @pytest_twisted.ensureDeferred
 async def test_embeddings_alias(tmp_path: Path, llama_server: str, gguf: str) -> None:
     async with managed(
-        tmp_path, {"emb": ["--embeddings", "--ctx-size", "512"]},
+        tmp_path, {"emb": ["--embeddings", "--pooling", "mean", "--ctx-size", "512"]},
         **upstream_kwargs("real", llama_server, gguf),
     ) as m:  # fmt: skip
         result = await stream_request(
