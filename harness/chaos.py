@@ -364,6 +364,7 @@ class ChaosReport:
         opts = self.options
         outcomes = Counter(r.result.outcome for r in self.records)
         by_code = Counter(v.code for _, v in self.request_violations)
+        reasons = Counter(r.collateral for r in self.records if r.collateral)
         t_first = min((r.t_start for r in self.records), default=0.0)
         return {
             "version": 1,
@@ -380,6 +381,7 @@ class ChaosReport:
             "outcomes": {o: outcomes.get(o, 0) for o in OUTCOME_COLUMNS},
             "kinds": self.kind_table(),
             "violation_counts": dict(sorted(by_code.items())),
+            "collateral_counts": dict(sorted(reasons.items())),
             "violations": [
                 {
                     "index": r.plan.index,
@@ -479,6 +481,12 @@ class ChaosReport:
             + "".join(f"{totals[o]:>10}" for o in OUTCOME_COLUMNS)
             + f"{totals['collateral']:>8}{totals['violations']:>6}"
         )
+        reasons = Counter(r.collateral for r in self.records if r.collateral)
+        if reasons:
+            lines.append(
+                "collateral (unexpected failures explained by another request's fault): "
+                + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+            )
         if self.checks:
             lines.append("")
             for c in self.checks:
@@ -774,6 +782,14 @@ async def _after_run(
 ) -> list[Check]:
     checks: list[Check] = []
     settings = stack.settings
+    t_phase = reactor.seconds()
+
+    def add(check: Check) -> None:
+        nonlocal t_phase
+        now = reactor.seconds()
+        check.data["took_s"] = round(now - t_phase, 3)
+        t_phase = now
+        checks.append(check)
 
     # Managed child(ren) as server_core reports them.
     running = await _get_json(reactor, stack.url + "/running")
@@ -793,7 +809,7 @@ async def _after_run(
         return not busy
 
     idle = await _poll(reactor, slots_idle, timeout=settings.idle_timeout + 8.0, interval=0.2)
-    checks.append(
+    add(
         Check(
             "upstream_slots",
             bool(idle),
@@ -803,7 +819,7 @@ async def _after_run(
     )
 
     health = await _get_json(reactor, stack.url + "/health")
-    checks.append(
+    add(
         Check(
             "health",
             health.outcome == DONE and health.status == 200,
@@ -829,7 +845,7 @@ async def _after_run(
         and now_fixed <= base_fixed + options.fd_tolerance
         and census.upstream_conns <= pool_cap
     )
-    checks.append(
+    add(
         Check(
             "fds",
             fds_ok,
@@ -843,7 +859,7 @@ async def _after_run(
 
     rss = stack.rss_kib()
     growth_mb = (rss - base_rss) / 1024.0
-    checks.append(
+    add(
         Check(
             "rss",
             growth_mb <= options.max_rss_growth_mb,
@@ -856,7 +872,7 @@ async def _after_run(
     # Stop server_core like an operator: nothing of it may stay behind.
     children = sorted(set(descendants(stack.pid)) | set(managed_pids))
     status, in_time = await stack.stop_server()
-    checks.append(
+    add(
         Check(
             "stop",
             in_time and status == 0,
@@ -865,7 +881,7 @@ async def _after_run(
         )
     )
     left = await wait_until_gone(children, reactor, timeout=5.0)
-    checks.append(
+    add(
         Check(
             "children",
             not left,

@@ -194,7 +194,7 @@ class RequestPlan:
             self.kind,
             self.route if self.alias is None else f"{self.route}:{self.alias}",
             "stream" if self.stream else "json",
-            self.endpoint.rsplit("/", 1)[-1],
+            "chat" if self.endpoint == CHAT else "completions",
         ]
         if self.spec:
             parts.append(f"X-Fault: {self.spec}")
