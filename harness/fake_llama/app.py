@@ -552,6 +552,7 @@ class FakeLlamaResource(Resource):
         return self._generate(request, "native", body)
 
     def _generate(self, request: Request, kind: str, body: dict[str, Any]) -> Any:
+        _check_field_types(body)
         server = self.fake
         rng = self.new_request_rng()
         faults = self.request_faults(request, rng)
@@ -618,6 +619,39 @@ def _as_text(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(map(str, value))
     return str(value)
+
+
+# Sampling fields llama-server reads with a typed getter: a wrong JSON type is a 400
+# with nlohmann's message (checked against a real build of llama-cpp-python 0.3.36).
+_NUMBER_FIELDS = (
+    "n_predict", "max_tokens", "max_completion_tokens", "temperature", "top_k", "top_p",
+    "min_p", "typical_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty",
+    "repeat_last_n", "n_probs", "n_keep", "mirostat", "mirostat_tau", "mirostat_eta",
+)  # fmt: skip
+_BOOL_FIELDS = ("stream", "ignore_eos", "cache_prompt")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _check_field_types(body: Mapping[str, Any]) -> None:
+    for names, wanted in ((_NUMBER_FIELDS, "number"), (_BOOL_FIELDS, "boolean")):
+        for name in names:
+            if name in body and body[name] is not None and _json_type(body[name]) != wanted:
+                msg = (
+                    f"Field '{name}': [json.exception.type_error.302] type must be {wanted}, "
+                    f"but is {_json_type(body[name])}"
+                )
+                raise RequestError(400, msg, "invalid_request_error")
 
 
 def _check_n(body: Mapping[str, Any]) -> None:

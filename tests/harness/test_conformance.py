@@ -60,10 +60,6 @@ FAKE_FAILS = {
     "errors.empty_messages",
     # llama-server answers a JSON parse error with 500 (nlohmann's exception text).
     "errors.invalid_json",
-    # llama-server ignores wrongly typed sampling fields instead of rejecting them.
-    "errors.max_tokens_type",
-    "errors.stream_type",
-    "errors.temperature_type",
 }
 AUTH_CHECKS = {"auth.missing_key", "auth.wrong_key"}
 KEY = "conformance-key"
