@@ -562,7 +562,10 @@ async def run_chaos(
             except Exception as exc:
                 return ChaosReport(options, [], [], started, 0.0, setup_error=_describe(exc))
             # Ctrl-C stops the reactor: stop the children first.
-            shutdown_trigger = reactor.addSystemEventTrigger("before", "shutdown", stack.stop)
+            running_stack = stack
+            shutdown_trigger = reactor.addSystemEventTrigger(
+                "before", "shutdown", running_stack.stop
+            )
             env = stack
             say(f"chaos: server-core pid {stack.pid} on {stack.url} (dir {stack.tmpdir})")
             warm = await _warmup(stack, reactor)

@@ -345,6 +345,7 @@ class SpawnedStack:
     port: int = 0
     config_path: str = ""
     managed_alias: str | None = None
+    _stopping: defer.Deferred[None] | None = None
 
     @property
     def url(self) -> str:
@@ -489,15 +490,30 @@ class SpawnedStack:
         s = self.settings
         return await self.server.stop(s.drain_timeout + s.stop_grace + 10.0)
 
-    async def stop(self) -> None:
-        """Stop everything that is still running and remove the temporary directory."""
-        if self.server is not None and not self.server.exited:
-            await self.stop_server()
-        for lane in self.lanes:
-            await lane.proxy.stop()
-        await defer.gatherResults([f.stop(grace=2.0) for f in self.fakes], consumeErrors=True)
-        if not self.settings.keep_dir:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
+    def stop(self) -> defer.Deferred[None]:
+        """Stop everything still running and remove the temporary directory. Safe to
+        call more than once (e.g. from a shutdown trigger and from the runner)."""
+        if self._stopping is None:
+            self._stopping = defer.ensureDeferred(self._stop())
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def relay(result: object) -> object:
+            d.callback(None)  # every caller learns that the stop finished
+            return None if isinstance(result, Failure) else result
+
+        self._stopping.addBoth(relay)
+        return d
+
+    async def _stop(self) -> None:
+        try:
+            if self.server is not None and not self.server.exited:
+                await self.stop_server()
+        finally:
+            for lane in self.lanes:
+                await lane.proxy.stop()
+            await defer.gatherResults([f.stop(grace=2.0) for f in self.fakes], consumeErrors=True)
+            if not self.settings.keep_dir:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 async def wait_until_gone(pids: Sequence[int], reactor: Any, timeout: float) -> list[int]:
