@@ -998,8 +998,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     checks.add_argument(
         "--strict",
         action="store_true",
-        help="an HTTP error right after a connection-closing fault on the same upstream "
-        "is a violation too (not collateral)",
+        help="no pool_race excuse: an HTTP error of a fault-free request next to a "
+        "request that closed or aborted its upstream connection is a violation",
     )
 
 
