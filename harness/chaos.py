@@ -1015,7 +1015,8 @@ def _list_kinds() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``harness chaos`` with parsed ``args`` on the global reactor; exit status:
-    0 no violation, 1 violations, 2 bad arguments or the stack did not start."""
+    0 no violation, 1 violations, 2 bad arguments or the stack did not start, 130
+    interrupted (SIGINT/SIGTERM; the stack is stopped first)."""
     if args.list_kinds:
         print(_list_kinds())
         return 0
@@ -1053,7 +1054,7 @@ def run(args: argparse.Namespace) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    return code[0] if code else 2
+    return code[0] if code else 130  # the reactor stopped first: interrupted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
