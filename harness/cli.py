@@ -178,6 +178,21 @@ def _run_conformance(args: argparse.Namespace) -> int:
 register_subcommand("conformance", _conformance_parser)
 
 
+def _chaos_parser(subparsers: Any) -> argparse.ArgumentParser:
+    # Imported lazily: the chaos runner pulls in the whole stack machinery.
+    from harness import chaos
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "chaos", help="load + seeded random faults + invariant checks"
+    )
+    chaos.add_arguments(parser)
+    parser.set_defaults(run=chaos.run)
+    return parser
+
+
+register_subcommand("chaos", _chaos_parser)
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestNotSent
+from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -86,6 +86,25 @@ def set_nodelay(transport: Any) -> None:
         transport = getattr(transport, "transport", None)
 
 
+class _Pool(HTTPConnectionPool):
+    """A pool that never takes back a connection that is already going away.
+
+    When a relay aborts the upstream socket (error event, client gone) in the same
+    read that completes the body, Twisted would otherwise pool the aborting
+    connection and send the next request into it (found by the chaos runner).
+    """
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        transport = connection.transport
+        if transport is None or (
+            getattr(transport, "_aborting", False)
+            or getattr(transport, "disconnecting", False)
+            or getattr(transport, "disconnected", False)
+        ):
+            return
+        super()._putConnection(key, connection)
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
     # One log line per pooled connection opened and closed is noise in a proxy.
     noisy = False
@@ -144,7 +163,7 @@ class UpstreamClient:
     def __init__(self, reactor: Any, settings: UpstreamSettings | None = None) -> None:
         self._reactor = reactor
         self.settings = settings or UpstreamSettings()
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = _Pool(reactor, persistent=True)
         self._pool._factory = _QuietClientFactory
         self._pool.maxPersistentPerHost = self.settings.max_connections_per_host
         self._pool.retryAutomatically = False
@@ -188,12 +207,13 @@ class UpstreamClient:
         try:
             try:
                 return await self._attempt(method, url, headers, payload)
-            except RequestNotSent:
-                # Provably never reached the upstream (stale pooled connection): one retry.
+            except (RequestNotSent, RequestTransmissionFailed):
+                # The upstream cannot have received a whole request (a pooled connection
+                # went away under it): one retry, on a fresh connection if need be.
                 return await self._attempt(method, url, headers, payload)
         except defer.CancelledError:
             raise
-        except RequestNotSent:
+        except (RequestNotSent, RequestTransmissionFailed):
             raise UpstreamError(
                 f"{upstream_name}: the connection closed before the request was sent"
             ) from None
