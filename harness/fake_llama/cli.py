@@ -249,8 +249,13 @@ def _apply(opts: CliOptions, flag: str, name: str, value: str) -> None:
 
 
 def _stderr(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    # Once the parent is gone the pipe is broken: a log line must never stop the
+    # process from exiting (or from handling SIGTERM).
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class _Runner:
@@ -307,9 +312,10 @@ class _Runner:
             os.kill(os.getpid(), signum)
             return
         if self.terminating:
-            sys.stderr.write("Received second interrupt, terminating immediately.\n")
-            sys.stderr.flush()
-            os._exit(1)
+            try:
+                _stderr("Received second interrupt, terminating immediately.")
+            finally:
+                os._exit(1)
         self.terminating = True
         self.reactor.callFromThread(self._graceful)
 
@@ -346,8 +352,10 @@ class _Runner:
 
         def check() -> None:
             if os.getppid() != int(pid):
-                _stderr("srv  fake: parent process is gone, exiting")
-                os._exit(1)
+                try:
+                    _stderr("srv  fake: parent process is gone, exiting")
+                finally:
+                    os._exit(1)
 
         LoopingCall(check).start(0.5, now=False)
 

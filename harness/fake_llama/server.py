@@ -194,7 +194,10 @@ class FakeServer:
         if self._log is not None:
             self._log(line)
         elif self.config.verbose:
-            print(line, file=sys.stderr, flush=True)
+            try:
+                print(line, file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass  # stderr is gone with the parent: logging must not break serving
 
     def debug(self, line: str) -> None:
         if self.config.verbose:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +163,36 @@ async def test_sigterm_during_load_kills_at_once() -> None:
             await proc.started()
     finally:
         await proc.stop(grace=1)
+
+
+def test_fake_exits_when_its_parent_dies_even_with_stderr_broken(tmp_path: Path) -> None:
+    """A parent that dies leaves a broken stderr pipe; the fake must still exit."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    launcher = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'harness.fake_llama', '-m', sys.argv[1],"
+        " '--port', '0'], stderr=subprocess.PIPE,"
+        " env=dict(os.environ, FAKE_LLAMA_PARENT_PID=str(os.getpid())))\n"
+        "print(p.pid, flush=True)\n"
+        "p.stderr.readline()\n"  # the fake is up; now die without reading any more
+        "os._exit(0)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run(
+        [sys.executable, "-c", launcher, str(model)], capture_output=True, text=True,
+        env=env, timeout=30, check=True,
+    )  # fmt: skip
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    raise AssertionError("the fake outlived its parent")
