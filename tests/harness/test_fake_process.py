@@ -175,7 +175,7 @@ def test_fake_exits_when_its_parent_dies_even_with_stderr_broken(tmp_path: Path)
         " '--port', '0'], stderr=subprocess.PIPE,"
         " env=dict(os.environ, FAKE_LLAMA_PARENT_PID=str(os.getpid())))\n"
         "print(p.pid, flush=True)\n"
-        "p.stderr.readline()\n"  # the fake is up; now die without reading any more
+        "while b'listening on' not in p.stderr.readline(): pass\n"  # fully up: now die
         "os._exit(0)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
