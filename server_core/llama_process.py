@@ -934,6 +934,13 @@ def reap_orphans(
         log.warn("orphaned group {pgid} ignored SIGTERM: SIGKILL", pgid=pgid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: return only once the groups are gone, so the
+    # caller never starts new children next to dying ones.
+    deadline = time.monotonic() + 5.0
+    while pending and time.monotonic() < deadline:
+        pending = [pgid for pgid in pending if _group_alive(pgid)]
+        if pending:
+            time.sleep(0.01)
     for _, path in killed:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -26,12 +26,18 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def fake_executable(tmp_path: Path) -> Path:
-    """An executable that is a fake llama-server, spawned exactly like the real one."""
+    """An executable that is a fake llama-server, spawned exactly like the real one.
+
+    A Python script (not a shell script that execs Python), so the child's command line
+    still names it, as a real llama-server's does: orphan reaping matches on that.
+    """
     script = tmp_path / "llama-server"
     script.write_text(
-        "#!/bin/sh\n"
-        f'PYTHONPATH="{SOURCE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" '
-        f'exec "{sys.executable}" -m harness.fake_llama "$@"\n'
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {SOURCE_ROOT!r})\n"
+        "from harness.fake_llama.cli import main\n"
+        "sys.exit(main())\n"
     )
     script.chmod(0o755)
     return script

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 
 from harness.client import stream_request
 from harness.fake_llama.generate import expected_text
-from tests.integration.procs import Child, fake_argv, free_port, spawn, twistd_argv
+from tests.integration.procs import Child, fake_argv, free_port, reactor, spawn, twistd_argv
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,3 +135,87 @@ async def test_bad_config_fails_with_file_and_line_no_traceback(tmp_path: Path) 
     assert code == 1
     assert f"{config}:3" in output and "keepalive_interval" in output
     assert "Traceback" not in output
+
+
+def managed_config(tmp_path: Path, port_file_flags: list[str], state_dir: Path) -> Path:
+    from tests.integration.test_managed import fake_executable
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    config = tmp_path / "managed.yaml"
+    config.write_text(
+        "llama_server:\n"
+        f"  executable: {fake_executable(tmp_path)}\n"
+        "  stop_grace: 1\n"
+        "aliases:\n"
+        f"  - alias: m\n    model: {model}\n    context_params: {json.dumps(port_file_flags)}\n"
+    )
+    return config
+
+
+async def start_managed(tmp_path: Path, config: Path, state_dir: Path) -> tuple[Child, int, int]:
+    """twistd with one managed alias; returns (server, port, child pid after a request)."""
+    port = free_port()
+    server = spawn(
+        "twistd", twistd_argv(str(config), port), env={"XDG_RUNTIME_DIR": str(state_dir)}
+    )
+    await server.when_line(r"server-core listening on")
+    url = f"http://127.0.0.1:{port}"
+    result = await stream_request(url + "/v1/chat/completions", {**body(), "model": "m"})
+    assert result.outcome == "done", result.summary()
+    running = await stream_request(url + "/running", None, method="GET", timeout=5)
+    (entry,) = running.json_body["data"]
+    return server, port, entry["pid"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_stops_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
+    state = tmp_path / "run"
+    config = managed_config(tmp_path, ["--fault", "ignore_sigterm"], state)
+    server, _, child = await start_managed(tmp_path, config, state)
+    assert alive(child)
+    server.signal("TERM")
+    assert await server.when_exited(timeout=30) == 0
+    assert not alive(child), "the child outlived server_core"
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_sigkill_the_next_start_reaps_the_orphan(tmp_path: Path) -> None:
+    state = tmp_path / "run"
+    # The child ignores SIGTERM, so even the parent-death signal cannot stop it.
+    config = managed_config(tmp_path, ["--fault", "ignore_sigterm"], state)
+    server, _, child = await start_managed(tmp_path, config, state)
+    server.signal("KILL")
+    await server.when_exited()
+    assert alive(child), "expected an orphan to clean up"
+    again = spawn(
+        "twistd", twistd_argv(str(config), free_port()), env={"XDG_RUNTIME_DIR": str(state)}
+    )
+    try:
+        await again.when_line(r"server-core listening on")
+        assert not alive(child), "the next start did not reap the orphan"
+        assert any("left by a previous run" in line for line in again.lines)
+    finally:
+        await again.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_sigkill_a_plain_child_dies_with_its_parent(tmp_path: Path) -> None:
+    state = tmp_path / "run"
+    config = managed_config(tmp_path, [], state)
+    server, _, child = await start_managed(tmp_path, config, state)
+    server.signal("KILL")
+    await server.when_exited()
+    for _ in range(100):
+        if not alive(child):
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("the child outlived a SIGKILLed server_core")
