@@ -92,6 +92,7 @@ class ForwardedSse:
             on_client_gone=self._abort_upstream,
         )
         self.events_relayed = 0
+        self._created: int | None = None
 
     def relay(self) -> defer.Deferred[Ending]:
         """Start relaying; the Deferred fires with how the response ended."""
@@ -157,11 +158,34 @@ class ForwardedSse:
             except ValueError:
                 self._fail("sent a malformed event (invalid JSON)")
                 return
-            if isinstance(payload, dict) and "error" in payload:
-                self.end_with(_error_from_payload(payload, self._upstream_name))
-                return
+            if isinstance(payload, dict):
+                if "error" in payload:
+                    self.end_with(_error_from_payload(payload, self._upstream_name))
+                    return
+                data_str = self._same_created(payload, data_str)
             self._out.send(encode_event(data_str, event=item.event, id=item.id))
             self.events_relayed += 1
+
+    def _same_created(self, payload: dict[str, Any], data_str: str) -> str:
+        """One ``created`` per stream, as OpenAI's streams have.
+
+        llama-server stamps each chunk with the current second; clients that key on
+        (id, created) would see one completion split in two. Rewriting is a plain string
+        replacement in the common compact form, a re-encode only otherwise.
+        """
+        created = payload.get("created")
+        if not isinstance(created, int) or isinstance(created, bool):
+            return data_str
+        if self._created is None:
+            self._created = created
+            return data_str
+        if created == self._created:
+            return data_str
+        rewritten = data_str.replace(f'"created":{created}', f'"created":{self._created}', 1)
+        if rewritten is data_str or rewritten == data_str:
+            payload["created"] = self._created
+            rewritten = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        return rewritten
 
     def _upstream_lost(self, reason: Failure) -> None:
         self._cancel_idle()

@@ -286,3 +286,15 @@ def test_any_chunking_relays_the_same_frames(cuts: list[int]) -> None:
     expected = b"".join(chunk(i) for i in range(5)) + b"data: [DONE]\n\n"
     assert b"".join(request.written) == expected
     assert endings == [Ending.DONE]
+
+
+def test_created_is_constant_within_a_stream() -> None:
+    request, response, _, _, _ = start()
+    for i, created in enumerate([100, 100, 101, 102]):
+        payload = {"id": "c", "created": created, "choices": [{"delta": {"content": f"w{i}"}}]}
+        response.send(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+    spaced = {"id": "c", "created": 103, "choices": []}
+    response.send(b"data: " + json.dumps(spaced).encode() + b"\n\n")
+    out = [json.loads(e.data) for e in events(request) if isinstance(e, Event)]
+    assert [o["created"] for o in out] == [100] * 5
+    assert [o["choices"][0]["delta"]["content"] for o in out[:4]] == ["w0", "w1", "w2", "w3"]
