@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import (
     ConnectError,
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
     TimeoutError,
@@ -207,9 +208,11 @@ class UpstreamClient:
         try:
             try:
                 return await self._attempt(method, url, headers, payload)
-            except (RequestNotSent, RequestTransmissionFailed):
-                # The upstream cannot have received a whole request (a pooled connection
-                # went away under it): one retry, on a fresh connection if need be.
+            except (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived) as exc:
+                if not _stale_connection(exc):
+                    raise
+                # A pooled keep-alive connection the upstream had already closed: it never
+                # read this request. One retry; the pool has dropped the closed connection.
                 return await self._attempt(method, url, headers, payload)
         except defer.CancelledError:
             raise
@@ -242,6 +245,22 @@ class UpstreamClient:
 
     def close(self) -> defer.Deferred[None]:
         return self._pool.closeCachedConnections()
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """The request died on a connection the upstream had closed before reading it.
+
+    Not sent or not fully transmitted: the upstream cannot have a whole request. No
+    response byte and a clean close (FIN, no reset): what a server does to an idle
+    keep-alive connection (llama-server closes them after a few requests), not what
+    a crash looks like (reset, or a refused retry).
+    """
+    if isinstance(exc, RequestNotSent | RequestTransmissionFailed):
+        return True
+    if isinstance(exc, ResponseNeverReceived):
+        reasons = [getattr(r, "value", None) for r in getattr(exc, "reasons", [])]
+        return bool(reasons) and all(isinstance(r, ConnectionDone) for r in reasons)
+    return False
 
 
 def _reasons(exc: BaseException) -> Iterable[BaseException]:

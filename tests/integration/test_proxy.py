@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import task
+from twisted.internet.protocol import Factory, Protocol
 
 from harness.client import StreamResult, stream_request
 from harness.fake_llama.generate import expected_text
@@ -223,3 +224,64 @@ async def test_completions_and_embeddings_relayed() -> None:
         )
         assert emb.outcome == "done" and emb.status == 200
         assert len(emb.json_body["data"][0]["embedding"]) > 0
+
+
+class OneRequestPerConnection(Protocol):
+    """Answers the first request on a connection; closes (FIN) when a second one arrives,
+    as a server does when it drops an idle keep-alive connection just as it is reused."""
+
+    served = 0
+    dropped = 0
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered:
+            OneRequestPerConnection.dropped += 1
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.buffer += data
+        head, sep, body = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if len(body) < length:
+            return
+        self.answered = True
+        OneRequestPerConnection.served += 1
+        payload = b'{"object":"chat.completion","choices":[{"message":{"content":"ok"}}]}'
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(payload)).encode()
+            + b"\r\n\r\n"
+            + payload
+        )
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_keepalive_connection_is_retried_once() -> None:
+    from server_core.service import make_service
+    from tests.integration.stack import config_for
+
+    upstream = reactor.listenTCP(
+        0, Factory.forProtocol(OneRequestPerConnection), interface="127.0.0.1"
+    )
+    service = make_service(config_for(f"http://127.0.0.1:{upstream.getHost().port}"), reactor)
+    listener = list(service)[-1]
+    service.startService()
+    port = (await listener.when_listening).getHost().port
+    try:
+        for _ in range(3):
+            result = await post(f"http://127.0.0.1:{port}", chat_body(stream=False))
+            assert result.outcome == "done", result.summary()
+        # The 2nd and 3rd requests first went to a pooled connection the upstream dropped.
+        assert OneRequestPerConnection.dropped >= 1
+        assert OneRequestPerConnection.served == 3
+    finally:
+        await service.stopService()
+        await upstream.stopListening()
