@@ -89,9 +89,24 @@ def verify(binary: Path) -> str | None:
     return text if out.returncode == 0 and "version" in text.lower() else None
 
 
-def require_tools() -> None:
-    missing = []
-    for tool, package in (("cmake", "cmake"), ("c++", "g++"), ("cc", "gcc"), ("make", "make")):
+def find_cmake() -> str | None:
+    """cmake on PATH, else the one ``pip install cmake`` puts beside this Python."""
+    found = shutil.which("cmake")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "cmake"
+    if beside.exists():
+        return str(beside)
+    say("cmake is missing: installing it from PyPI (pip install cmake)")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "cmake"], check=False)
+    return str(beside) if beside.exists() else shutil.which("cmake")
+
+
+def require_tools() -> str:
+    """The cmake to use; exits with the packages to install when a tool is missing."""
+    cmake = find_cmake()
+    missing = [] if cmake else [("cmake", "cmake")]
+    for tool, package in (("c++", "g++"), ("cc", "gcc"), ("make", "make")):
         if shutil.which(tool) is None:
             missing.append((tool, package))
     if missing:
@@ -102,6 +117,8 @@ def require_tools() -> None:
             f"Install them, e.g. on Debian/Ubuntu:  apt-get install -y {packages}\n"
             "(pip install cmake also provides cmake)"
         )
+    assert cmake is not None
+    return cmake
 
 
 def download_sdist(workdir: Path) -> Path:
@@ -130,8 +147,8 @@ def extract(archive: Path, workdir: Path) -> Path:
     return roots[0] / "vendor" / "llama.cpp"
 
 
-def run_build(source: Path, build: Path, jobs: int) -> Path:
-    configure = ["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+def run_build(source: Path, build: Path, jobs: int, cmake: str) -> Path:
+    configure = [cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                  "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF",
                  "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_SERVER=ON"]  # fmt: skip
     say("configuring with cmake")
@@ -140,7 +157,7 @@ def run_build(source: Path, build: Path, jobs: int) -> Path:
         raise SystemExit("[install-llama-server] cmake configure failed:\n" + result.stdout[-3000:]
                          + result.stderr[-3000:])  # fmt: skip
     say(f"building llama-server on {jobs} cores (a fresh 2-core machine needs about 7 minutes)")
-    build_cmd = ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)]
+    build_cmd = [cmake, "--build", str(build), "--target", "llama-server", "-j", str(jobs)]
     start = time.monotonic()
     proc = subprocess.Popen(build_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
@@ -184,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"cached: {version.splitlines()[0]}")
             print(target)
             return 0
-    require_tools()
+    cmake = require_tools()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         workdir = Path(tmp)
         source = extract(download_sdist(workdir), workdir)
-        binary = run_build(source, workdir / "build", args.jobs)
+        binary = run_build(source, workdir / "build", args.jobs, cmake)
         partial = target.with_name(target.name + ".partial")
         shutil.copy2(binary, partial)
         os.replace(partial, target)  # atomic: a half-copied binary is never "cached"
