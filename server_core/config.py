@@ -154,7 +154,11 @@ llama_server:
 aliases:
   - alias: "{alias}"
     model: "{model}"
-    context_params: ["--ctx-size", "4096"]
+    # The GGUF carries no chat template; gemma's own is the right one for it. It is the
+    # base (not instruction-tuned) model, so replies show the plumbing, not chat quality.
+    context_params: ["--ctx-size", "4096", "--chat-template", "gemma"]
+    # Without a limit a base model runs on to the end of its context (a minute here).
+    request_params: {{max_tokens: 256}}
 """
 
 
