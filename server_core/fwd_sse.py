@@ -21,7 +21,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from server_core.errors import ServerCoreError, UpstreamError
+from server_core.errors import ServerCoreError, UpstreamError, internal_error
 from server_core.sse import Comment, SseDecoder, encode_event
 from server_core.sse_response import Ending, SseResponse
 from server_core.upstream import abort_body_transport
@@ -57,10 +57,16 @@ class _UpstreamBody(Protocol):
         self._relay._upstream = self.transport
 
     def dataReceived(self, data: bytes) -> None:
-        self._relay._upstream_data(data)
+        try:
+            self._relay._upstream_data(data)
+        except Exception as exc:
+            self._relay._internal_failure(exc)
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        self._relay._upstream_lost(reason)
+        try:
+            self._relay._upstream_lost(reason)
+        except Exception as exc:
+            self._relay._internal_failure(exc)
 
 
 @implementer(IPushProducer)
@@ -208,6 +214,11 @@ class ForwardedSse:
         self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
 
     # -- endings ------------------------------------------------------------------
+
+    def _internal_failure(self, exc: Exception) -> None:
+        # A bug of ours must still end the stream honestly (one error event, logged
+        # with an id), never leave it hanging or let Twisted drop the connection.
+        self.end_with(internal_error(exc, "ForwardedSse"))
 
     def _fail(self, what: str) -> None:
         self.end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))

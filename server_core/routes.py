@@ -139,7 +139,7 @@ class OpenAIRoutes:
         return _send_error(request, 405, body)
 
     @app.handle_errors(Exception)
-    def _unexpected(self, request: Any, failure: Failure) -> bytes:
+    def _unexpected(self, request: Any, failure: Failure) -> bytes | None:
         return self._error(request, internal_error(failure, "route"))
 
     # -- routes ------------------------------------------------------------------
@@ -150,7 +150,7 @@ class OpenAIRoutes:
         return b'{"status":"ok"}'
 
     @app.route("/v1/models", methods=["GET"])
-    def models(self, request: Request) -> bytes:
+    def models(self, request: Request) -> bytes | None:
         try:
             self._check_auth(request)
             data = self._router.list_models()
@@ -160,7 +160,7 @@ class OpenAIRoutes:
         return json.dumps({"object": "list", "data": data}).encode("utf-8")
 
     @app.route("/v1/models/<path:model_id>", methods=["GET"])
-    def model(self, request: Request, model_id: str) -> bytes:
+    def model(self, request: Request, model_id: str) -> bytes | None:
         try:
             self._check_auth(request)
             entry = self._router.get_model(model_id)
@@ -194,7 +194,7 @@ class OpenAIRoutes:
         return self._admin
 
     @app.route("/running", methods=["GET"])
-    def running(self, request: Request) -> bytes:
+    def running(self, request: Request) -> bytes | None:
         try:
             payload = self._admin_api(request).running()
         except ServerCoreError as error:
@@ -203,7 +203,7 @@ class OpenAIRoutes:
         return json.dumps(payload).encode("utf-8")
 
     @app.route("/unload", methods=["POST"])
-    async def unload(self, request: Request) -> bytes:
+    async def unload(self, request: Request) -> bytes | None:
         try:
             admin = self._admin_api(request)
             assert request.content is not None
@@ -259,7 +259,10 @@ class OpenAIRoutes:
                 else "No API key provided. Send it as 'Authorization: Bearer <key>'."
             )
 
-    def _error(self, request: Request, error: ServerCoreError) -> bytes:
+    def _error(self, request: Request, error: ServerCoreError) -> bytes | None:
+        if request.startedWriting:
+            # Too late for a status line; whoever started the body ends it (SseResponse).
+            return None
         for name, value in error.headers.items():
             request.setHeader(name.encode("ascii"), value.encode("ascii"))
         return _send_error(request, error.status, error.to_json())
@@ -313,6 +316,11 @@ class OpenAIRoutes:
             self.in_flight.add_stream(stream)
             try:
                 await stream.relay()
+            except defer.CancelledError:
+                raise
+            except Exception as exc:
+                # Headers are out: the only honest ending left is one SSE error event.
+                stream.end_with(internal_error(exc, "stream relay"))
             finally:
                 self.in_flight.discard_stream(stream)
             return None

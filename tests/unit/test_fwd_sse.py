@@ -298,3 +298,18 @@ def test_created_is_constant_within_a_stream() -> None:
     out = [json.loads(e.data) for e in events(request) if isinstance(e, Event)]
     assert [o["created"] for o in out] == [100] * 5
     assert [o["choices"][0]["delta"]["content"] for o in out[:4]] == ["w0", "w1", "w2", "w3"]
+
+
+def test_a_bug_in_the_relay_still_ends_with_one_error_event() -> None:
+    request, response, relay, _, endings = start()
+    response.send(chunk(0))
+
+    def broken(*args: Any) -> str:
+        raise RuntimeError("/internal/path bug")
+
+    relay._same_created = broken  # type: ignore[method-assign]
+    response.send(b'data: {"created": 1, "choices": []}\n\n')
+    error = assert_error_ending(request, endings, response)
+    assert "error id" in error["message"] and "/internal/path" not in error["message"]
+    response.send(chunk(2))  # later upstream bytes change nothing
+    assert len(error_events(request)) == 1
