@@ -1,0 +1,91 @@
+"""GuardedSite over raw sockets: header deadline, body cap with and without Content-Length."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.web import resource
+
+from server_core.service import GuardedSite
+from tests.integration.procs import reactor
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Echo(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request: object) -> bytes:
+        return b"got " + str(len(request.content.read())).encode()  # type: ignore[attr-defined]
+
+
+class Raw(Protocol):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.received = b""
+        self.closed: defer.Deferred[float] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.opened = reactor.seconds()
+        for chunk in self.chunks:
+            self.transport.write(chunk)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(reactor.seconds() - self.opened)
+
+
+async def exchange(site: GuardedSite, chunks: list[bytes]) -> tuple[bytes, float]:
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    proto = Raw(chunks)
+    try:
+        reactor.connectTCP(
+            "127.0.0.1", port.getHost().port, ClientFactory.forProtocol(lambda: proto)
+        )
+        elapsed = await proto.closed
+        return proto.received, elapsed
+    finally:
+        await port.stopListening()
+
+
+def site(**kw: object) -> GuardedSite:
+    options = {"max_body_bytes": 1000, "header_timeout": 0.3, **kw}
+    return GuardedSite(Echo(), reactor=reactor, **options)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_headers_are_cut_at_the_deadline() -> None:
+    received, elapsed = await exchange(site(), [b"POST / HTTP/1.1\r\nHost: x\r\n"])
+    assert received == b""
+    assert 0.25 <= elapsed < 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_content_length_over_the_cap_is_413_before_the_body() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    received, _ = await exchange(site(), [head])
+    status, _, body = received.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_over_the_cap_is_413() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"200\r\n" + b"x" * 0x200 + b"\r\n"
+    received, _ = await exchange(site(), [head, chunk, chunk, chunk, b"0\r\n\r\n"])
+    assert received.startswith(b"HTTP/1.1 413")
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_within_the_cap_is_served() -> None:
+    body = b"y" * 900
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 900\r\n\r\n"
+    received, _ = await exchange(site(), [head + body])
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"got 900")
