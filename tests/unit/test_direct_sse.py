@@ -130,3 +130,13 @@ def test_no_done_marker_when_disabled() -> None:
     source.push(None)
     assert decode_all(b"".join(request.written)) == [Event(data="line")]
     assert endings == [Ending.DONE]
+
+
+def test_direct_sse_is_a_push_producer() -> None:
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyObject
+
+    source = Source()
+    _, sse, _, _ = run(source)
+    assert verifyObject(IPushProducer, sse)
+    source.push(None)

@@ -313,3 +313,11 @@ def test_a_bug_in_the_relay_still_ends_with_one_error_event() -> None:
     assert "error id" in error["message"] and "/internal/path" not in error["message"]
     response.send(chunk(2))  # later upstream bytes change nothing
     assert len(error_events(request)) == 1
+
+
+def test_relay_is_a_push_producer() -> None:
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyObject
+
+    _, _, relay, _, _ = start()
+    assert verifyObject(IPushProducer, relay)

@@ -140,8 +140,9 @@ def results(ds: list[defer.Deferred[Any]]) -> list[Any]:
 
 
 def test_interfaces() -> None:
-    ctx, clock, _ = make()
+    ctx, clock, recorder = make()
     assert verifyObject(ISharedContext, ctx)
+    assert verifyObject(IStateListener, recorder)
     d = ctx.acquire(alias("a"))
     clock.advance(START_TIME)
     (lease,) = results([d])
