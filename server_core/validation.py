@@ -15,17 +15,33 @@ from server_core.errors import BadRequest
 __all__ = ["parse_json_body", "validate_chat", "validate_completion", "validate_embeddings"]
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json accepts NaN / Infinity; JSON (and llama-server's parser) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object that can be sent on as valid JSON, or ``BadRequest``."""
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise BadRequest("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply.") from None
     except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON ({_json_reason(exc)}).") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
+    if b"\\u" in raw:
+        # A \uD800-style escape yields a lone surrogate that cannot be encoded again.
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "The request body contains an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)."
+            ) from None
     return body
 
 
@@ -49,6 +65,11 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _shown(value: int | float) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _bad(param: str, message: str) -> BadRequest:
@@ -75,17 +96,19 @@ def _optional_int(body: dict[str, Any], name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, f"'{name}' must be an integer, got {_type_name(value)}.")
     if value < minimum:
-        raise _bad(name, f"'{name}' must be >= {minimum}, got {value}.")
+        raise _bad(name, f"'{name}' must be >= {minimum}, got {_shown(value)}.")
 
 
 def _optional_number(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
     value = body.get(name)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(name, f"'{name}' must be a number, got {_type_name(value)}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _bad(name, f"'{name}' must be a finite number.")
     if not lo <= value <= hi:
-        raise _bad(name, f"'{name}' must be between {lo:g} and {hi:g}, got {value:g}.")
+        raise _bad(name, f"'{name}' must be between {lo:g} and {hi:g}, got {_shown(value)}.")
 
 
 def _common(body: dict[str, Any]) -> None:

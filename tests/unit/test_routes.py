@@ -250,7 +250,7 @@ def test_models_routes() -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda kids: (
         st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3)
     ),
@@ -288,3 +288,34 @@ def test_generated_bodies_never_give_a_5xx(body: Any, path: str) -> None:
     assert status < 500, payload
     if status != 200:
         assert_openai_error(payload)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "known", "messages": [{"role": "user", "content": "x"}], "temperature": '
+        + b"1" * 400
+        + b"}",
+        b'{"model": "known", "messages": [{"role": "user", "content": "x"}], "max_tokens": -'
+        + b"9" * 400
+        + b"}",
+        b'{"model": "known", "messages": [{"role": "user", "content": "x"}], "x": NaN}',
+        b'{"model": "known", "messages": [{"role": "user", "content": "x"}], "x": -Infinity}',
+        b'{"model": "known", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        b'{"model": "known", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+)
+def test_hostile_json_is_a_400_never_a_500(raw: bytes) -> None:
+    stub, router = make()
+    status, payload = call(stub, "POST", CHAT, raw)
+    assert status == 400, payload
+    assert_openai_error(payload)
+    assert router.forwarded == []
+
+
+def test_paired_surrogate_escape_is_fine() -> None:
+    stub, router = make()
+    raw = b'{"model": "known", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    status, _ = call(stub, "POST", CHAT, raw)
+    assert status == 200
+    assert router.forwarded[0][1]["messages"][0]["content"] == "\U0001f600"
