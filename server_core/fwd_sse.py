@@ -99,6 +99,7 @@ class ForwardedSse:
         )
         self.events_relayed = 0
         self._created: int | None = None
+        self._paused = False
 
     def relay(self) -> defer.Deferred[Ending]:
         """Start relaying; the Deferred fires with how the response ended."""
@@ -119,10 +120,14 @@ class ForwardedSse:
     # -- IPushProducer: the client's transport tells us to slow down ------------
 
     def pauseProducing(self) -> None:
+        # While we hold the upstream back, its silence is ours: the idle clock stops.
+        self._paused = True
         if self._upstream is not None:
             self._upstream.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self._paused = False
+        self._last_upstream = self._clock.seconds()
         if self._upstream is not None:
             self._upstream.resumeProducing()
 
@@ -134,15 +139,19 @@ class ForwardedSse:
     def _upstream_data(self, data: bytes) -> None:
         if not self._out.is_open:
             return
-        self._last_upstream = self._clock.seconds()
         try:
             items = self._decoder.feed(data)
         except ValueError:
-            self._fail("sent an oversized SSE line")
+            self._fail("sent an oversized SSE event")
             return
+        # Progress resets the idle clock. Before the first event, ':' pings count (a long
+        # prompt is being processed); once events flow, a server that only pings for the
+        # whole idle timeout is stuck, and the stream must end instead of hanging.
+        if self.events_relayed == 0 or not all(isinstance(i, Comment) for i in items):
+            self._last_upstream = self._clock.seconds()
         for item in items:
             if isinstance(item, Comment):
-                continue  # upstream pings show liveness; our own keep-alive serves the client
+                continue  # our own keep-alive serves the client
             legacy = item.get("error")
             if legacy is not None:
                 # Older llama-server: `error: {...}` then `data: [DONE]`. Never relay that [DONE].
@@ -207,9 +216,11 @@ class ForwardedSse:
         self._idle_call = None
         if not self._out.is_open or self._idle_timeout is None:
             return
+        if self._paused:
+            self._last_upstream = self._clock.seconds()
         idle = self._clock.seconds() - self._last_upstream
         if idle >= self._idle_timeout:
-            self._fail(f"sent nothing for {self._idle_timeout:g} s")
+            self._fail(f"sent no data for {self._idle_timeout:g} s")
             return
         self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
 

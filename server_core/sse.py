@@ -111,10 +111,11 @@ class SseDecoder:
     ``feed`` calls is reassembled (line breaks are ASCII and never inside a character).
     """
 
-    def __init__(self, *, max_line: int = 1 << 20) -> None:
+    def __init__(self, *, max_line: int = 1 << 20, max_event: int = 8 << 20) -> None:
         self._buf = bytearray()
         self._pending_cr = False
         self._max_line = max_line
+        self._max_event = max_event
         self._reset_frame()
 
     def _reset_frame(self) -> None:
@@ -124,6 +125,7 @@ class SseDecoder:
         self._retry: int | None = None
         self._extra: list[tuple[str, str]] = []
         self._frame_has_fields = False
+        self._frame_size = 0
 
     @property
     def at_boundary(self) -> bool:
@@ -205,6 +207,10 @@ class SseDecoder:
         if sep and value.startswith(" "):
             value = value[1:]
         self._frame_has_fields = True
+        # Lines of one event pile up until its blank line: bound the whole event too.
+        self._frame_size += len(raw)
+        if self._frame_size > self._max_event:
+            raise ValueError(f"SSE event larger than {self._max_event} bytes")
         if name == "data":
             self._data.append(value)
         elif name == "event":

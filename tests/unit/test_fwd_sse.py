@@ -189,7 +189,7 @@ def test_stall_past_idle_timeout() -> None:
     assert endings == []
     clock.advance(1.5)
     error = assert_error_ending(request, endings, response)
-    assert "sent nothing for 10 s" in error["message"]
+    assert "sent no data for 10 s" in error["message"]
     assert not clock.getDelayedCalls()
 
 
@@ -321,3 +321,33 @@ def test_relay_is_a_push_producer() -> None:
 
     _, _, relay, _, _ = start()
     assert verifyObject(IPushProducer, relay)
+
+
+def test_idle_clock_stops_while_the_slow_client_holds_the_upstream() -> None:
+    request, response, relay, clock, endings = start(idle=10.0, keepalive=None)
+    response.send(chunk(0))
+    relay.pauseProducing()  # the client's buffer is full
+    clock.advance(30)
+    assert endings == [], "the upstream was blamed for our own pause"
+    relay.resumeProducing()
+    clock.advance(9)
+    assert endings == []
+    clock.advance(1.5)
+    assert endings == [Ending.ERROR]  # a real stall after the resume still counts
+
+
+def test_pings_keep_prompt_processing_alive_but_not_a_stalled_generation() -> None:
+    request, response, _, clock, endings = start(idle=10.0, keepalive=None)
+    for _ in range(5):  # 40 s of prompt processing with pings: fine
+        clock.advance(8)
+        response.send(b":\n\n")
+    assert endings == []
+    response.send(chunk(0))
+    for _ in range(2):  # generation started, then only pings: stuck
+        clock.advance(6)
+        response.send(b":\n\n")
+    assert endings == [Ending.ERROR]
+    assert (
+        "sent no data for 10 s"
+        in json.loads(error_events(request)[0].data or "")["error"]["message"]
+    )

@@ -150,3 +150,10 @@ def test_roundtrip_any_chunking(items: list, line_end: str, cuts: list[int]) -> 
     # The id field persists per the standard only in the client; the decoder reports per event.
     assert out == [_expected(i) for i in items]
     assert dec.at_boundary
+
+
+def test_decoder_caps_event_size_across_lines() -> None:
+    dec = SseDecoder(max_line=100, max_event=1000)
+    with pytest.raises(ValueError, match="event larger"):
+        for _ in range(50):
+            dec.feed(b"data: " + b"x" * 50 + b"\n")
