@@ -324,7 +324,7 @@ def test_relay_is_a_push_producer() -> None:
 
 
 def test_idle_clock_stops_while_the_slow_client_holds_the_upstream() -> None:
-    request, response, relay, clock, endings = start(idle=10.0, keepalive=None)
+    _, response, relay, clock, endings = start(idle=10.0, keepalive=None)
     response.send(chunk(0))
     relay.pauseProducing()  # the client's buffer is full
     clock.advance(30)
