@@ -209,8 +209,18 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
     """Turn an upstream non-2xx answer (llama-server, OpenAI, plain text) into our shape.
 
     4xx keep their status (the client's request was wrong); 5xx become 502, except
-    503 (still loading / overloaded) and 504, which keep theirs.
+    503 (still loading / overloaded) and 504, which keep theirs. 401/403 are about
+    *our* credentials for the upstream, not the client's: 502, upstream text dropped.
+    Plain-text 5xx bodies (tracebacks, dumps) are not relayed at all.
     """
+    if status in (401, 403):
+        return UpstreamError(
+            f"{upstream} rejected this server's credentials (HTTP {status}); "
+            "the server's operator must fix its API key.",
+            status=502,
+            type="upstream_error",
+            code="upstream_auth_failed",
+        )
     message: str | None = None
     err_type: str | None = None
     code: str | None = None
@@ -236,9 +246,9 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
             for key in ("n_prompt_tokens", "n_ctx"):
                 if isinstance(err.get(key), int):
                     extra[key] = err[key]
-    elif parsed is None and body:
+    elif parsed is None and body and status < 500:
         text = body.decode("utf-8", "replace")
-        # An HTML page or a huge dump says nothing useful to an API client.
+        # An HTML page says nothing useful to an API client.
         if "<html" not in text.lower():
             message = text
     if not message:

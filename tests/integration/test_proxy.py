@@ -143,8 +143,10 @@ async def test_client_authorization_never_forwarded() -> None:
             headers={"Authorization": "Bearer upstream-secret", "X-Api-Key": "upstream-secret"},
             timeout=10,
         )
-        assert result.status == 401
-        assert result.error and result.error["type"] == "authentication_error"
+        # Forwarded, the key would have passed; the fake's 401 is about server_core's own
+        # (missing) key, so the client gets a 502 that does not blame its credentials.
+        assert result.status == 502
+        assert result.error and result.error["code"] == "upstream_auth_failed"
 
 
 @pytest_twisted.ensureDeferred

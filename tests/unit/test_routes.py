@@ -200,12 +200,31 @@ def test_upstream_context_error_keeps_400_and_counts() -> None:
 
 def test_upstream_plain_text_and_html_errors() -> None:
     stub, router = make()
-    router.reply = CannedResponse(503, b"overloaded", b"text/plain")
+    router.reply = CannedResponse(429, b"slow down", b"text/plain")
     status, payload = call(stub, "POST", CHAT, OK_BODY)
-    assert status == 503 and "overloaded" in assert_openai_error(payload)["message"]
+    assert status == 429 and "slow down" in assert_openai_error(payload)["message"]
+    # A plain-text 5xx body may be a traceback with paths and secrets: never relayed.
+    router.reply = CannedResponse(
+        503, b'Traceback: File "/srv/app.py", password="hunter2"', b"text/plain"
+    )
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    message = assert_openai_error(payload)["message"]
+    assert status == 503 and "HTTP 503" in message
+    assert "hunter2" not in message and "/srv" not in message
     router.reply = CannedResponse(502, b"<html><body>Bad Gateway</body></html>", b"text/html")
     status, payload = call(stub, "POST", CHAT, OK_BODY)
     assert status == 502 and "<html" not in assert_openai_error(payload)["message"]
+
+
+def test_upstream_auth_failure_is_not_blamed_on_the_client() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(
+        401, b'{"error":{"message":"Incorrect API key provided: sk-pr****1234","type":"x"}}'
+    )
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    error = assert_openai_error(payload)
+    assert status == 502 and error["code"] == "upstream_auth_failed"
+    assert "sk-pr" not in error["message"]
 
 
 def test_truncated_json_reply_is_502_not_200() -> None:
