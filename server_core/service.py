@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -22,7 +23,7 @@ from twisted.web import http, server
 from server_core.admin import AdminApi
 from server_core.aliases import LocalAlias
 from server_core.config import DEFAULT_EXECUTABLE, Config
-from server_core.errors import BodyTooLarge, ContextError
+from server_core.errors import BadRequest, BodyTooLarge, ContextError
 from server_core.llama_install import INSTALL_HINT, find_llama_server
 from server_core.llama_process import LlamaServerProcess, reap_orphans
 from server_core.router_state import DefaultRouterState
@@ -66,6 +67,26 @@ class GuardedRequest(server.Request):
         if not self._rejected:
             super().requestReceived(command, path, version)
 
+    def process(self) -> None:
+        # Klein answers an undecodable URL with an HTML page; ours is JSON like the rest.
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            body = BadRequest("The URL is not valid UTF-8 after percent-decoding.").to_json()
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"content-length", str(len(body)).encode())
+            self.write(body)
+            self.finish()
+            return
+        super().process()
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        # No version banner: the software behind a public port is nobody's business.
+        if (name.lower() if isinstance(name, bytes) else name.lower().encode()) == b"server":
+            value = b"server-core"
+        super().setHeader(name, value)
+
     def _reject(self) -> None:
         self._rejected = True
         cap = self._cap()
@@ -83,7 +104,11 @@ class GuardedRequest(server.Request):
 
 
 class GuardedChannel(http.HTTPChannel):
-    """Closes connections whose request headers take longer than the deadline."""
+    """Closes connections whose request (headers and body) takes longer than the deadline.
+
+    The deadline also bounds how long an idle keep-alive connection waits for its next
+    request; it is off while a response is being produced (streams may last hours).
+    """
 
     header_timeout = HEADER_TIMEOUT
     _deadline: Any = None
@@ -107,14 +132,16 @@ class GuardedChannel(http.HTTPChannel):
             self._deadline.cancel()
         self._deadline = None
 
-    def allHeadersReceived(self) -> None:
+    def allContentReceived(self) -> None:
         self._disarm()
-        super().allHeadersReceived()
+        super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
+        # Arm before Twisted starts a pipelined request that is already buffered: that
+        # request's allContentReceived disarms it again, and a stream is never cut.
         if self.transport is not None and not getattr(self, "_disconnected", False):
             self._arm()
+        super().requestDone(request)
 
     def _too_slow(self) -> None:
         self._deadline = None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web import resource
 
@@ -89,3 +89,86 @@ async def test_body_within_the_cap_is_served() -> None:
     head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 900\r\n\r\n"
     received, _ = await exchange(site(), [head + body])
     assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"got 900")
+
+
+def chat_request(body: dict[str, object], fault: str = "") -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + (b"X-Fault: " + fault.encode() + b"\r\n" if fault else b"")
+        + b"Content-Length: "
+        + str(len(payload)).encode()
+        + b"\r\n\r\n"
+        + payload
+    )
+
+
+async def raw_to_stack(port: int, chunks: list[bytes]) -> tuple[bytes, float]:
+    proto = Raw(chunks)
+    reactor.connectTCP("127.0.0.1", port, ClientFactory.forProtocol(lambda: proto))
+    elapsed = await proto.closed
+    return proto.received, elapsed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pipelined_stream_is_not_cut_by_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import server_core.service as service_module
+    from tests.integration.stack import stack
+
+    monkeypatch.setattr(service_module, "HEADER_TIMEOUT", 0.5)
+    async with stack() as s:
+        first = chat_request({"model": "fake", "messages": [{"role": "user", "content": "a"}],
+                              "max_tokens": 2})  # fmt: skip
+        second = chat_request(
+            {"model": "fake", "messages": [{"role": "user", "content": "b"}], "stream": True,
+             "max_tokens": 15, "ignore_eos": True},
+            "token_delay=100ms",
+        )  # fmt: skip
+        # The stream lasts 1.5 s, three deadlines; the client closes after it (keep-alive
+        # would otherwise hold the connection until the idle deadline).
+        proto = Raw([first + second])
+        reactor.connectTCP("127.0.0.1", s.port, ClientFactory.forProtocol(lambda: proto))
+        while b"data: [DONE]" not in proto.received and not proto.closed.called:
+            await task.deferLater(reactor, 0.02, lambda: None)
+        assert b"data: [DONE]" in proto.received
+        if not proto.closed.called:
+            proto.transport.loseConnection()  # type: ignore[union-attr]
+            await proto.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_that_never_completes_is_cut_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import server_core.service as service_module
+    from tests.integration.stack import stack
+
+    monkeypatch.setattr(service_module, "HEADER_TIMEOUT", 0.3)
+    async with stack() as s:
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        received, elapsed = await raw_to_stack(s.port, [head])
+        assert received == b"" and elapsed < 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_undecodable_url_is_json_and_no_version_banner() -> None:
+    from tests.integration.stack import stack
+
+    async with stack() as s:
+        received, _ = await raw_to_stack(
+            s.port, [b"GET /v1/models/%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+        )
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400")
+        assert json.loads(body)["error"]["type"] == "invalid_request_error"
+        assert b"twisted" not in head.lower()
+        received, _ = await raw_to_stack(
+            s.port, [b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+        )
+        head = received.partition(b"\r\n\r\n")[0].lower()
+        assert b"server: server-core" in head and b"twisted" not in head
