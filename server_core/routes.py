@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet import defer
@@ -26,6 +26,7 @@ from server_core.errors import (
     AliasNotFound,
     AuthenticationError,
     BadRequest,
+    ContextError,
     ServerCoreError,
     UpstreamError,
     error_body,
@@ -49,17 +50,25 @@ __all__ = ["OpenAIRoutes"]
 
 log = Logger()
 
+_T = TypeVar("_T")
 _JSON = b"application/json"
 _MAX_JSON_REPLY = 64 * 1024 * 1024
 
 
 class InFlight:
-    """Counts responses in progress and lets shutdown end the streaming ones."""
+    """Responses in progress, so shutdown can drain them and then end the rest honestly.
+
+    Work still waiting for the upstream (no byte sent to the client yet) is tracked as
+    Deferreds that shutdown cancels, so those clients get a 503 instead of a closed
+    socket; streams already relaying get one error event.
+    """
 
     def __init__(self) -> None:
         self._streams: set[ForwardedSse] = set()
+        self._waiting: set[defer.Deferred[Any]] = set()
         self._count = 0
         self._idle_waiters: list[defer.Deferred[None]] = []
+        self.closing = False
 
     def __len__(self) -> int:
         return self._count
@@ -80,6 +89,16 @@ class InFlight:
     def discard_stream(self, stream: ForwardedSse) -> None:
         self._streams.discard(stream)
 
+    def waiting(self, d: defer.Deferred[_T]) -> defer.Deferred[_T]:
+        """Track ``d`` (upstream work before the first byte) until it fires."""
+        self._waiting.add(d)
+
+        def done(result: _T) -> _T:
+            self._waiting.discard(d)
+            return result
+
+        return d.addBoth(done)
+
     def when_idle(self) -> defer.Deferred[None]:
         """A fresh Deferred that fires when no response is in progress."""
         if self._count == 0:
@@ -88,9 +107,18 @@ class InFlight:
         self._idle_waiters.append(d)
         return d
 
-    def end_streams(self, error: ServerCoreError) -> None:
+    def end_all(self, error: ServerCoreError) -> None:
+        """Drain timeout: 503 for requests still waiting, an error event for streams."""
+        for d in list(self._waiting):
+            d.cancel()
         for stream in list(self._streams):
             stream.end_with(error)
+
+
+def shutting_down() -> ContextError:
+    return ContextError(
+        "The server is shutting down; retry the request.", headers={"Retry-After": "5"}
+    )
 
 
 class OpenAIRoutes:
@@ -270,6 +298,10 @@ class OpenAIRoutes:
     async def _proxy(
         self, request: Request, endpoint: str, validate: Callable[[dict[str, Any]], None]
     ) -> bytes | None:
+        if self.in_flight.closing:
+            # Keep-alive connections may still send requests during the drain.
+            request.setHeader(b"connection", b"close")
+            return self._error(request, shutting_down())
         self.in_flight.enter()
         try:
             try:
@@ -277,7 +309,11 @@ class OpenAIRoutes:
                 assert request.content is not None
                 body = parse_json_body(request.content.read())
                 validate(body)
-                reply = await self._router.forward(endpoint, body, request.requestHeaders)
+                reply = await self.in_flight.waiting(
+                    defer.ensureDeferred(
+                        self._router.forward(endpoint, body, request.requestHeaders)
+                    )
+                )
             except ServerCoreError as error:
                 return self._error(request, error)
             try:
@@ -285,6 +321,8 @@ class OpenAIRoutes:
             finally:
                 reply.release()
         except defer.CancelledError:
+            if self.in_flight.closing and not getattr(request, "_disconnected", False):
+                return self._error(request, shutting_down())  # drain timeout, not the client
             return None  # the client left; nothing can be written any more
         except ServerCoreError as error:
             return self._error(request, error)
@@ -297,8 +335,13 @@ class OpenAIRoutes:
         response = reply.response
         if not 200 <= response.code < 300:
             try:
-                raw = await read_complete_body(
-                    response, limit=64 * 1024, idle_timeout=self._idle_timeout, clock=self._clock
+                raw = await self.in_flight.waiting(
+                    read_complete_body(
+                        response,
+                        limit=64 * 1024,
+                        idle_timeout=self._idle_timeout,
+                        clock=self._clock,
+                    )
                 )
             except BodyIncomplete:
                 raw = b""  # the status alone still says what happened
@@ -327,8 +370,13 @@ class OpenAIRoutes:
         # A JSON answer is small: take it whole so a truncated one becomes a 502, not
         # a broken document behind a 200.
         try:
-            raw = await read_complete_body(
-                response, limit=_MAX_JSON_REPLY, idle_timeout=self._idle_timeout, clock=self._clock
+            raw = await self.in_flight.waiting(
+                read_complete_body(
+                    response,
+                    limit=_MAX_JSON_REPLY,
+                    idle_timeout=self._idle_timeout,
+                    clock=self._clock,
+                )
             )
             json.loads(raw)
         except BodyIncomplete as exc:

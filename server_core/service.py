@@ -27,7 +27,7 @@ from server_core.errors import BadRequest, BodyTooLarge, ContextError
 from server_core.llama_install import INSTALL_HINT, find_llama_server
 from server_core.llama_process import LlamaServerProcess, reap_orphans
 from server_core.router_state import DefaultRouterState
-from server_core.routes import OpenAIRoutes
+from server_core.routes import OpenAIRoutes, shutting_down
 from server_core.shared_context import ContextLimits, DefaultSharedContext
 from server_core.upstream import UpstreamClient, UpstreamSettings, set_nodelay
 
@@ -279,6 +279,7 @@ class DrainService(Service):
 
     async def _drain(self) -> None:
         in_flight = self._routes.in_flight
+        in_flight.closing = True
         if len(in_flight):
             log.info(
                 "draining {n} responses in flight (up to {t:g} s)",
@@ -290,10 +291,8 @@ class DrainService(Service):
             try:
                 await idle
             except defer.TimeoutError:
-                log.warn("drain timeout: ending {n} streams with an error event", n=len(in_flight))
-                in_flight.end_streams(
-                    ContextError("The server is shutting down; retry the request.")
-                )
+                log.warn("drain timeout: ending {n} responses", n=len(in_flight))
+                in_flight.end_all(shutting_down())
         await self._site.close_connections(timeout=5.0)
         await self._router.close()
         # twistd re-raises the signal that stopped the reactor so the exit status says

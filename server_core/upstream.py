@@ -221,6 +221,9 @@ class UpstreamClient:
                 f"{upstream_name}: the connection closed before the request was sent"
             ) from None
         except Exception as exc:
+            if any(isinstance(r, defer.CancelledError) for r in _reasons(exc)):
+                # Our own cancel (client gone, shutdown) seen through Agent's wrapper.
+                raise defer.CancelledError() from None
             raise _as_upstream_error(exc, upstream_name, self.settings) from None
 
     async def _attempt(

@@ -59,6 +59,7 @@ async def stack(
         try:
             yield Stack(fake, config, service, port.getHost().port)
         finally:
-            await service.stopService()
+            if service.running:  # a test may have stopped it already (shutdown tests)
+                await service.stopService()
     finally:
         await fake.stop()
