@@ -45,6 +45,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from server_core.aliases import ApiAlias, DefaultAliasStore, LocalAlias, RemoteTarget
 from server_core.errors import ConfigError
+from server_core.flags import FlagError, flag_key, parse_flags
 
 __all__ = [
     "DEFAULT_EXECUTABLE",
@@ -478,9 +479,13 @@ class _Loader:
         value = self.scalar(node, path) if isinstance(node, ScalarNode) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(f"{path}: expected a number, got {_describe(node)}", node)
-        if not math.isfinite(value):
-            self.fail(f"{path}: expected a finite number, got {node.value}", node)
-        return float(value)
+        try:
+            as_float = float(value)
+        except OverflowError:
+            as_float = math.inf
+        if not math.isfinite(as_float):
+            self.fail(f"{path}: expected a finite number, got {str(node.value)[:24]}", node)
+        return as_float
 
     def integer(self, node: Node, path: str) -> int:
         value = self.scalar(node, path) if isinstance(node, ScalarNode) else None
@@ -557,6 +562,20 @@ class _Loader:
                     f"{path}: server_core sets {flag} itself "
                     "(port, host, model file and alias); remove it",
                     line,
+                )
+        # Parse them as llama-server would now, so a bad flag is a line in the config
+        # instead of a failure on the first request for the model.
+        try:
+            parsed = parse_flags(tokens)
+        except FlagError as exc:
+            self.fail(f"{path}: {exc}", lines[0] if lines else node)
+        managed = {flag_key(f) for f in MANAGED_FLAGS}
+        for parsed_flag in parsed:
+            if parsed_flag.key in managed:
+                self.fail(
+                    f"{path}: server_core sets {parsed_flag.name} itself "
+                    "(port, host, model file and alias); remove it",
+                    lines[0] if lines else node,
                 )
         return tokens
 
@@ -724,6 +743,13 @@ class _Loader:
                 f"'tcp:1135:interface=127.0.0.1', got {_describe(node)}",
                 node,
             )
+        try:
+            from twisted.internet import reactor
+            from twisted.internet.endpoints import serverFromString
+
+            serverFromString(reactor, value)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            self.fail(f"{path}: not a valid Twisted endpoint ({exc})", node)
         return value
 
     def llama(self, node: Node | None) -> LlamaSettings:
@@ -749,7 +775,7 @@ class _Loader:
             ttl=m.get("ttl", self.ttl, d.ttl),
             start_timeout=m.get("start_timeout", self.positive, d.start_timeout),
             stop_grace=m.get("stop_grace", self.non_negative, d.stop_grace),
-            max_queue=m.get("max_queue", self.count(0), d.max_queue),
+            max_queue=m.get("max_queue", self.count(1), d.max_queue),
             queue_timeout=m.get("queue_timeout", self.positive, d.queue_timeout),
             max_concurrent_per_alias=m.get(
                 "max_concurrent_per_alias",

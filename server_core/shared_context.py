@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from server_core.aliases import LocalAlias
-from server_core.errors import ContextError, ServerCoreError
+from server_core.errors import ContextError, ServerCoreError, internal_error
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
 
 __all__ = ["ContextLimits", "DefaultSharedContext", "Lease", "ProcessFactory"]
@@ -268,10 +268,9 @@ class DefaultSharedContext:
                 waiter.deferred.callback(self._grant(slot))
                 continue
             if slot is not None:
-                # Starting: join that start. Stopping or draining: wait for it to end.
-                if slot.state == "starting":
-                    continue
-                break
+                # Starting: join that start. Stopping or draining: wait for it to end,
+                # without holding up requests for other models that have room.
+                continue
             if self._loaded() < self._limits.max_loaded:
                 self._start(waiter.alias)
                 continue
@@ -323,8 +322,14 @@ class DefaultSharedContext:
 
         try:
             process = self._factory(alias, on_state)
-        except ServerCoreError as error:
-            # Nothing could be spawned (e.g. no executable): fail this alias's waiters.
+        except Exception as exc:
+            # Nothing could be spawned (no executable, bad flags): fail this alias's
+            # waiters only; the scheduler itself must never raise.
+            error = (
+                exc
+                if isinstance(exc, ServerCoreError)
+                else internal_error(exc, f"building the process for '{alias.name}'")
+            )
             self._last_errors[alias.name] = error.message
             self._notify("failed", alias.name, {"error": error.message})
             for waiter in list(self._queue):
@@ -350,6 +355,10 @@ class DefaultSharedContext:
         self._pump()
 
     def _start_failed(self, slot: _Slot, failure: Failure) -> None:
+        if slot.draining:
+            # We stopped it ourselves (unload while loading): not a failure of the model.
+            # Whoever still waits for it gets a fresh start once it is gone.
+            return
         error = failure.value
         if not isinstance(error, ServerCoreError):
             log.failure("starting {alias} failed", failure, alias=slot.alias.name)

@@ -92,7 +92,7 @@ def test_full_config_values(base: Path) -> None:
           ttl: -1
           start_timeout: 5
           stop_grace: 0
-          max_queue: 0
+          max_queue: 1
           queue_timeout: 7
           max_concurrent_per_alias: 3
         aliases:
@@ -134,7 +134,7 @@ def test_full_config_values(base: Path) -> None:
         "vk": ("/opt/llama-server-vulkan", ("-ngl", "99")),
     }
     assert (llama.max_loaded, llama.ttl, llama.start_timeout, llama.stop_grace) == (2, -1, 5, 0)
-    assert (llama.max_queue, llama.queue_timeout, llama.max_concurrent_per_alias) == (0, 7, 3)
+    assert (llama.max_queue, llama.queue_timeout, llama.max_concurrent_per_alias) == (1, 7, 3)
     assert llama.command_for("vk") == ("/opt/llama-server-vulkan", ("-ngl", "99"))
     assert llama.command_for(None) == ("/opt/llama-server", ("--threads", "4"))
 
@@ -216,9 +216,10 @@ def test_ttl_values(base: Path) -> None:
 
 def test_context_params_list_accepts_numbers(base: Path) -> None:
     cfg = parse(
-        "aliases: [{alias: a, model: models/a.gguf, context_params: [-c, 2048, 0.5]}]", base
+        "aliases: [{alias: a, model: models/a.gguf, context_params: [-c, 2048, --temp, 0.5]}]",
+        base,
     )
-    assert cfg.aliases.local_aliases()[0].context_params == ("-c", "2048", "0.5")
+    assert cfg.aliases.local_aliases()[0].context_params == ("-c", "2048", "--temp", "0.5")
 
 
 def test_anchors_merge_keys_and_x_keys(base: Path) -> None:
@@ -624,3 +625,25 @@ def test_api_example_needs_its_key(tmp_path: Path) -> None:
     assert (target.api_key, target.upstream_model) == ("sk-test", "gpt-4.1")
     ollama = cfg.aliases.resolve("ollama/llama3.2")
     assert isinstance(ollama, RemoteTarget) and ollama.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "needle"),
+    [
+        ("aliases: [{alias: a, model: models/a.gguf,\n  context_params: [--ctx-size]}]", 2,
+         "--ctx-size"),
+        ("aliases:\n  - {alias: a, model: models/a.gguf, context_params: 'hello'}", 2, "hello"),
+        ("aliases:\n  - {alias: a, model: models/a.gguf, context_params: [--port=9]}", 2,
+         "--port"),
+        ("llama_server:\n  args: [--threads]", 2, "--threads"),
+        ("llama_server:\n  max_queue: 0", 2, "max_queue"),
+        ("llama_server:\n  ttl: " + "9" * 400, 2, "finite"),
+        ("server:\n  listen: 'tcp:notaport'", 2, "listen"),
+    ],
+)  # fmt: skip
+def test_values_that_would_fail_later_fail_at_their_line(
+    base: Path, yaml_text: str, line: int, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(yaml_text, base)
+    assert info.value.line == line and needle in str(info.value)

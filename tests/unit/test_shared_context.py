@@ -14,7 +14,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from server_core.aliases import LocalAlias
-from server_core.errors import ContextError
+from server_core.errors import ContextError, ServerCoreError
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
 from server_core.shared_context import ContextLimits, DefaultSharedContext, Lease
 
@@ -490,3 +490,78 @@ def test_factory_that_cannot_spawn_fails_the_waiters_with_its_message() -> None:
     errors = results(ds)
     assert all("not installed" in e.value.message for e in errors)
     assert ctx.running() == []
+
+
+class StrictStubProcess(StubProcess):
+    """Like LlamaServerProcess: stopping a start fails the start's Deferred."""
+
+    def start(self) -> defer.Deferred[None]:
+        self._pending_start = super().start()
+        return self._pending_start
+
+    def stop(self) -> defer.Deferred[int]:
+        was_starting = self.state == "starting"
+        d = super().stop()
+        if was_starting and not self._pending_start.called:
+            self._pending_start.errback(ContextError(f"model '{self.alias}' was stopped"))
+        return d
+
+
+def make_strict(**limits: Any) -> tuple[DefaultSharedContext, Clock]:
+    StubProcess.spawned = []
+    clock = Clock()
+    ctx = DefaultSharedContext(
+        lambda a, on_state: StrictStubProcess(a, on_state, clock),
+        clock=clock,
+        limits=ContextLimits(**limits),
+    )
+    return ctx, clock
+
+
+def test_unload_while_loading_does_not_fail_requests_that_come_after() -> None:
+    ctx, clock = make_strict()
+    first = ctx.acquire(alias("a"))
+    first.addErrback(lambda f: None)
+    clock.advance(0.5)
+    ctx.stop("a")  # unload while it loads
+    late = ctx.acquire(alias("a"))
+    clock.pump([STOP_TIME, START_TIME, START_TIME])
+    assert isinstance(result_of(late), Lease), result_of(late)
+    assert len(StubProcess.spawned) == 2  # a fresh start for whoever still wants it
+
+
+def test_a_model_being_unloaded_does_not_block_other_models_with_room() -> None:
+    ctx, clock, _ = make(max_loaded=2, queue_timeout=30)
+    d = ctx.acquire(alias("a"))
+    clock.advance(START_TIME)
+    lease_a = results([d])[0]
+    ctx.stop("a")  # drains: 'a' keeps serving its lease
+    wants_a = ctx.acquire(alias("a"))
+    wants_b = ctx.acquire(alias("b"))
+    clock.advance(START_TIME)
+    assert isinstance(result_of(wants_b), Lease) and not wants_a.called
+    lease_a.release()
+    clock.pump([STOP_TIME, START_TIME])
+    assert isinstance(result_of(wants_a), Lease)
+
+
+def test_a_factory_that_raises_anything_fails_only_its_alias() -> None:
+    StubProcess.spawned = []
+    clock = Clock()
+
+    def factory(a: LocalAlias, on_state: Any) -> StubProcess:
+        if a.name == "bad":
+            raise ValueError("--ctx-size needs a value")
+        return StubProcess(a, on_state, clock)
+
+    ctx = DefaultSharedContext(factory, clock=clock, limits=ContextLimits(max_loaded=2))
+    bad = ctx.acquire(alias("bad"))
+    good = ctx.acquire(alias("good"))
+    clock.advance(START_TIME)
+    error = result_of(bad).value
+    assert isinstance(error, ServerCoreError) and error.status == 500
+    assert "error id" in error.message and "ctx-size" not in error.message
+    lease = result_of(good)
+    assert isinstance(lease, Lease)
+    lease.release()  # the scheduler still works
+    assert isinstance(result_of(ctx.acquire(alias("good"))), Lease)
