@@ -297,7 +297,7 @@ class _ChildProtocol(ProcessProtocol):
             self.owner._on_line(self.run, raw.decode("utf-8", "replace").rstrip("\r"))
 
     def processExited(self, reason: Failure) -> None:
-        self.owner._on_process_exited(self.run)
+        self.owner._on_process_exited(self.run, _exit_status(reason))
 
     def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._partial.items():
@@ -371,6 +371,7 @@ class LlamaServerProcess:
         self._run_tail: deque[str] = deque(maxlen=_TAIL_FOR_ERRORS)
         self._log_listeners: list[Callable[[str], None]] = []
         self._run = 0
+        self._exit_fed_run = -1  # the run whose exit the state machine has seen
         self._reaped = True
         self._state_file: str | None = None
         self._abort_reason = ""
@@ -662,7 +663,7 @@ class LlamaServerProcess:
             if m:
                 self._machine.listening(int(m.group(2)))
 
-    def _on_process_exited(self, run: int) -> None:
+    def _on_process_exited(self, run: int, status: int | None) -> None:
         if run != self._run:
             return
         self._reaped = True
@@ -671,11 +672,20 @@ class LlamaServerProcess:
         # members exist, so this reaches only the child's own leftovers.
         if self.pid is not None:
             self._signal(signal.SIGKILL)
+        # The server is dead now, not when the last pipe closes: a grandchild that left
+        # the group could hold the pipes open for ever while traffic still came here.
+        self._feed_exit(run, status)
 
     def _on_process_ended(self, run: int, status: int | None) -> None:
         if run != self._run:
             return
         self._reaped = True
+        self._feed_exit(run, status)
+
+    def _feed_exit(self, run: int, status: int | None) -> None:
+        if self._exit_fed_run == run:
+            return
+        self._exit_fed_run = run
         self._remove_state_file()
         self._machine.exited(status)
 

@@ -762,3 +762,56 @@ def test_reap_orphans(tmp_path: Path) -> None:
         for p in (orphan, stubborn, stranger, ours):
             p.kill()
             p.wait(5)
+
+
+ESCAPING_CHILD = """\
+import os, socket, sys, threading, time, http.server
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen()
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "15"); self.end_headers()
+        self.wfile.write(b'{"status":"ok"}')
+    def log_message(self, *args): pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Health, bind_and_activate=False)
+server.socket = sock
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"main: server is listening on http://127.0.0.1:{sock.getsockname()[1]}",
+      file=sys.stderr, flush=True)
+time.sleep(0.5)
+if os.fork() == 0:
+    os.setsid()  # leaves the process group, keeps our stdout/stderr pipes
+    print(os.getpid(), file=open(os.environ["GRANDCHILD_PID_FILE"], "w"), flush=True)
+    time.sleep(30)
+    os._exit(0)
+os._exit(139)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_crash_is_noticed_even_if_a_grandchild_holds_the_pipes(tmp_path: Path) -> None:
+    script = tmp_path / "llama-server"
+    script.write_text(f"#!{sys.executable}\n" + ESCAPING_CHILD)
+    script.chmod(0o755)
+    pid_file = tmp_path / "grandchild.pid"
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    states: list[tuple[str, str]] = []
+    proc = LlamaServerProcess(
+        make_alias("m", str(model), []),
+        str(script),
+        [],
+        reactor=reactor,
+        state_dir=tmp_path / "run",
+        stop_grace=1,
+        env={"GRANDCHILD_PID_FILE": str(pid_file)},
+        on_state=lambda p, old, new: states.append((old, new)),
+    )
+    try:
+        await within(proc.start(), 15)
+        exited = proc.when_exited()
+        await within(exited, 5)  # fires at the leader's exit, not when the pipes close
+        assert proc.state == "failed" and states[-1] == ("ready", "failed")
+    finally:
+        await ensure_stopped(proc)
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
