@@ -8,6 +8,7 @@ through the same code path a real llama-server takes (wrapper, process group,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -812,6 +813,7 @@ async def test_crash_is_noticed_even_if_a_grandchild_holds_the_pipes(tmp_path: P
         await within(exited, 5)  # fires at the leader's exit, not when the pipes close
         assert proc.state == "failed" and states[-1] == ("ready", "failed")
     finally:
-        await ensure_stopped(proc)
         if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        await ensure_stopped(proc)
