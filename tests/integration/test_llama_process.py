@@ -813,7 +813,11 @@ async def test_crash_is_noticed_even_if_a_grandchild_holds_the_pipes(tmp_path: P
         await within(exited, 5)  # fires at the leader's exit, not when the pipes close
         assert proc.state == "failed" and states[-1] == ("ready", "failed")
     finally:
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        # The grandchild writes its pid right after the fork: wait for it, then kill it.
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
         await ensure_stopped(proc)
