@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from harness.fake_llama import FakeConfig, FakeServer, expected_text, start_fake_server
 from harness.fake_llama.rawhttp import RawResponse, raw_request
+from tests.polling import until
 
 # ignore_eos + max_tokens: exactly 10 tokens, so a stream has 1 role + 10 tokens
 # + 1 finish + [DONE] = 13 data events.
@@ -44,14 +43,6 @@ async def chat(
         headers,
         **kw,
     )
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Poll a condition on the reactor (for effects with no event to await)."""
-    deadline = reactor.seconds() + timeout
-    while not cond():
-        assert reactor.seconds() < deadline, "condition not reached in time"
-        await deferLater(reactor, 0.01)
 
 
 def contents(res: RawResponse) -> list[str]:
@@ -114,7 +105,7 @@ async def test_stall_after_keeps_socket_open_then_client_leaving_cancels() -> No
     try:
         res = await chat(server, fault="stall_after=2", idle_timeout=0.3)
         assert len(res.data) == 2 and res.ended == "idle" and not res.complete
-        await wait_until(lambda: server.cancelled == 1)
+        await until(lambda: server.cancelled == 1)
         assert any("stop: cancel task" in line for line in server.log_lines)
         assert server.slots.busy == 0
         metrics = await raw_request(reactor, "127.0.0.1", server.port, "GET", "/metrics")
@@ -231,7 +222,7 @@ async def test_status_and_hang_before_headers() -> None:
         assert res.status == 429 and res.json()["error"]["code"] == 429
         res = await chat(server, fault="hang", idle_timeout=0.3)
         assert res.raw == b"" and res.ended == "idle"
-        await wait_until(lambda: server.cancelled == 1)
+        await until(lambda: server.cancelled == 1)
     finally:
         await server.stop()
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
-from twisted.internet.task import deferLater
 
 from harness.fake_llama import FakeConfig, FakeServer, start_fake_server
 from harness.fake_llama.rawhttp import RawResponse, raw_request
+from tests.polling import until
 
 BODY = {
     "messages": [{"role": "user", "content": "hi"}],
@@ -32,21 +31,14 @@ def chat(server: FakeServer, body: Any = BODY, fault: str | None = None, **kw: A
     )
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = reactor.seconds() + timeout
-    while not cond():
-        assert reactor.seconds() < deadline, "condition not reached in time"
-        await deferLater(reactor, 0.01)
-
-
 @pytest_twisted.ensureDeferred
 async def test_one_slot_queues_the_second_request() -> None:
     server = await start(parallel=1, faults="token_delay=40ms", metrics=True)
     try:
         first = chat(server)
-        await wait_until(lambda: server.slots.busy == 1)
+        await until(lambda: server.slots.busy == 1)
         second = chat(server)
-        await wait_until(lambda: server.slots.queued == 1)
+        await until(lambda: server.slots.queued == 1)
         slots = await raw_request(reactor, "127.0.0.1", server.port, "GET", "/slots")
         assert slots.json()[0]["is_processing"] is True
         metrics = await raw_request(reactor, "127.0.0.1", server.port, "GET", "/metrics")
@@ -78,7 +70,7 @@ async def test_client_disconnect_cancels_generation_and_frees_slot() -> None:
     try:
         res: RawResponse = await chat(server, disconnect_after_events=2)
         assert res.ended == "client" and len(res.data) == 2
-        await wait_until(lambda: server.cancelled == 1)
+        await until(lambda: server.cancelled == 1)
         assert server.slots.busy == 0
         assert any("stop: cancel task" in line for line in server.log_lines)
         # The slot serves the next request.
@@ -94,19 +86,19 @@ async def test_leaving_while_queued_or_non_stream_cancels_too() -> None:
     server = await start(parallel=1)
     try:
         holder = chat(server, fault="stall_after=1", idle_timeout=0.5)
-        await wait_until(lambda: server.slots.busy == 1)
+        await until(lambda: server.slots.busy == 1)
         queued: RawResponse = await chat(server, idle_timeout=0.2)
         assert queued.ended == "idle" and queued.raw == b""
-        await wait_until(lambda: server.cancelled == 1)
+        await until(lambda: server.cancelled == 1)
         assert server.slots.queued == 0
         held: RawResponse = await holder
         assert held.ended == "idle" and len(held.data) == 1
-        await wait_until(lambda: server.cancelled == 2 and server.slots.busy == 0)
+        await until(lambda: server.cancelled == 2 and server.slots.busy == 0)
 
         plain = {**BODY, "stream": False}
         res = await chat(server, plain, fault="token_delay=100ms", idle_timeout=0.15)
         assert res.ended == "idle" and res.raw == b""
-        await wait_until(lambda: server.cancelled == 3 and server.slots.busy == 0)
+        await until(lambda: server.cancelled == 3 and server.slots.busy == 0)
         assert server.requests == 3
     finally:
         await server.stop()

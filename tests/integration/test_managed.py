@@ -20,7 +20,7 @@ from harness.fake_llama.generate import expected_text
 from server_core.config import parse_config
 from server_core.service import make_service
 from tests.integration.procs import SOURCE_ROOT, reactor
-from tests.integration.test_proxy import until
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 

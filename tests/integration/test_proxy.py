@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
 from twisted.internet.protocol import Factory, Protocol
 
 from harness.client import StreamResult, stream_request
 from harness.fake_llama.generate import expected_text
 from harness.fake_llama.server import FakeConfig
 from tests.integration.stack import reactor, stack
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,16 +32,6 @@ def chat_body(stream: bool = True, max_tokens: int = 12, **extra: Any) -> dict[s
 async def post(url: str, body: dict[str, Any], fault: str | None = None, **kw: Any) -> StreamResult:
     headers = {"X-Fault": fault} if fault else None
     return await stream_request(url + CHAT, body, headers=headers, timeout=10, **kw)
-
-
-async def until(predicate: Any, timeout: float = 2.0) -> float:
-    """Wait (without sleeping the reactor) until predicate() holds; returns the wait."""
-    start = reactor.seconds()
-    while not predicate():
-        if reactor.seconds() - start > timeout:
-            raise AssertionError("condition not reached in time")
-        await task.deferLater(reactor, 0.005, lambda: None)
-    return reactor.seconds() - start
 
 
 @pytest_twisted.ensureDeferred

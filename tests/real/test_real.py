@@ -15,7 +15,7 @@ from twisted.internet import defer, threads
 
 from harness.client import StreamResult, stream_request
 from tests.integration.test_managed import Managed, managed
-from tests.integration.test_proxy import until
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(120)
 
