@@ -7,9 +7,9 @@
 * L in-process netfault ``FaultProxy`` lanes, lane i in front of fake ``i % K``,
   external aliases ``chaos-net-0``, ...; the runner lends a lane to one request at a time
   and puts that request's toxic on it;
-* one managed alias ``chaos-managed`` whose ``llama_server.executable`` is a small shell
-  script that execs ``python -m harness.fake_llama "$@"`` (server_core spawns, crashes
-  and restarts real children);
+* one managed alias ``chaos-managed`` whose ``llama_server.executable`` is a small Python
+  script running the fake llama-server (server_core spawns, crashes and restarts real
+  children);
 * ``twistd -n server-core`` as a child with low upstream timeouts (so stalls and hangs
   end quickly), ``PYTHONPATH`` set to the source root of this checkout and its run-state
   directory inside the temporary directory.
@@ -452,7 +452,12 @@ class SpawnedStack:
             self.managed_alias = MANAGED_ALIAS
             script = os.path.join(self.tmpdir, "llama-server")
             with open(script, "w") as fh:
-                fh.write(f'#!/bin/sh\nexec "{s.python}" -m harness.fake_llama "$@"\n')
+                # A Python script, not `sh -c exec python`: the child's command line then
+                # names the executable, as llama-server's does, so orphan reaping matches.
+                fh.write(
+                    f"#!{s.python}\nimport sys\nfrom harness.fake_llama.cli import main\n"
+                    "sys.exit(main())\n"
+                )
             os.chmod(script, 0o700)
             model = os.path.join(self.tmpdir, "model.gguf")
             with open(model, "wb") as fh:
