@@ -6,7 +6,8 @@ Starts ``fake-llama-server`` (token delay, e.g. 20 ms x 64 tokens) and
 concurrency level runs the same streams direct and through server_core, in the
 same run, and prints what server_core adds:
 
-- time to first token p50/p99 (proxied minus direct),
+- time to first token p50/p99 (proxied minus direct; levels under 16 streams run
+  several rounds so every percentile rests on at least 16 streams),
 - inter-event gap p50/p99 (proxied minus direct),
 - server_core CPU microseconds per relayed event (from /proc),
 - server_core RSS per open stream (RSS with N streams open minus idle RSS, / N).
@@ -106,14 +107,17 @@ def run_level(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str
                 sampled.callback(None)
 
         cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
-        results = await defer.gatherResults(
-            [
-                defer.ensureDeferred(
-                    stream_request(url, body, timeout=120, pool=pool, on_event=on_event)
-                )
-                for _ in range(n)
-            ]
-        )
+        results: list[Any] = []
+        # Small levels run several rounds so their percentiles rest on >= 16 streams.
+        for _ in range(max(1, 16 // n)):
+            results += await defer.gatherResults(
+                [
+                    defer.ensureDeferred(
+                        stream_request(url, body, timeout=120, pool=pool, on_event=on_event)
+                    )
+                    for _ in range(n)
+                ]
+            )
         cpu1 = cpu_seconds(server_pid) if server_pid else 0.0
         await pool.closeCachedConnections()
         await task.deferLater(reactor, 0.05, lambda: None)
