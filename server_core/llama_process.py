@@ -60,7 +60,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, PartialDownloadError, readBody
 from zope.interface import implementer
 
 from server_core.aliases import LocalAlias
@@ -172,7 +172,10 @@ class HttpHealthCheck:
         async def check() -> int | None:
             url = (base_url + "/health").encode("ascii")
             response = await self._agent.request(b"GET", url)
-            await readBody(response)
+            try:
+                await readBody(response)
+            except PartialDownloadError:
+                pass  # a body ended by closing the connection (no Content-Length) still counts
             return int(response.code)
 
         def unreachable(failure: Failure) -> None:

@@ -821,3 +821,22 @@ async def test_crash_is_noticed_even_if_a_grandchild_holds_the_pipes(tmp_path: P
         with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         await ensure_stopped(proc)
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_200_without_content_length_counts_as_ready() -> None:
+    from twisted.internet.protocol import Factory, Protocol
+
+    from server_core.llama_process import HttpHealthCheck
+
+    class CloseDelimited(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"status":"ok"}')  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    port = reactor.listenTCP(0, Factory.forProtocol(CloseDelimited), interface="127.0.0.1")
+    try:
+        check = HttpHealthCheck(reactor)
+        assert await check(f"http://127.0.0.1:{port.getHost().port}", 5) == 200
+    finally:
+        await port.stopListening()
