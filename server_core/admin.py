@@ -41,8 +41,8 @@ class AdminApi:
         return {"unloaded": stopped}
 
     def _process(self, alias: str) -> IServerProcess | None:
-        finder = getattr(self._context, "process_for", None)
-        return finder(alias) if finder is not None else None
+        process: IServerProcess | None = self._context.process_for(alias)
+        return process
 
     def logs(self, alias: str) -> list[str]:
         process = self._process(alias)

@@ -83,6 +83,9 @@ class ISharedContext(Interface):
     def add_state_listener(listener: IStateListener) -> None:
         """Subscribe to start / ready / stop / failed / request events."""
 
+    def process_for(alias_name: str) -> IServerProcess | None:
+        """The process currently serving ``alias_name``, if any."""
+
     def running() -> list[dict[str, Any]]:
         """Per alias: state, pid, port, uptime, requests in flight, last error."""
 

@@ -88,6 +88,7 @@ async def test_ignore_sigterm_forces_sigkill() -> None:
     try:
         port = await proc.started()
         proc.signal(signal.SIGTERM)
+        # Nothing to await: the point is that nothing happens. Give it time to (not) die.
         await deferLater(reactor, 0.3)
         assert proc.running and (await health(port)).status == 200
         assert await proc.stop(grace=0.3) == -signal.SIGKILL

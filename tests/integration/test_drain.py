@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
 from harness.client import stream_request
 from tests.integration.stack import reactor, stack
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,10 +27,11 @@ def body(stream: bool = True, n: int = 40) -> dict[str, Any]:
 @pytest_twisted.ensureDeferred
 async def test_request_still_waiting_for_upstream_headers_gets_a_503(stream: bool) -> None:
     async with stack(server_yaml="  drain_timeout: 0.3") as s:
+        before = s.fake.requests
         pending = defer.ensureDeferred(
             stream_request(s.url + CHAT, body(stream), headers={"X-Fault": "hang"}, timeout=10)
         )
-        await task.deferLater(reactor, 0.2, lambda: None)
+        await until(lambda: s.fake.requests > before)  # it reached the (hanging) upstream
         await s.service.stopService()
         result = await pending
         assert result.outcome == "http_error" and result.status == 503, result.summary()
@@ -44,10 +46,21 @@ async def test_new_request_on_a_keepalive_connection_during_the_drain_is_refused
         try:
             warm = await stream_request(s.url + CHAT, body(False, 2), pool=pool, timeout=5)
             assert warm.outcome == "done"
+            first_event: defer.Deferred[None] = defer.Deferred()
+
+            def on_event(event: Any, t: float) -> None:
+                if not first_event.called:
+                    first_event.callback(None)
+
             first = defer.ensureDeferred(
-                stream_request(s.url + CHAT, body(n=8), headers={"X-Fault": "token_delay=50ms"})
+                stream_request(
+                    s.url + CHAT,
+                    body(n=8),
+                    headers={"X-Fault": "token_delay=50ms"},
+                    on_event=on_event,
+                )
             )
-            await task.deferLater(reactor, 0.1, lambda: None)
+            await first_event  # the stream is in flight
             stopping = s.service.stopService()
             late = await stream_request(s.url + CHAT, body(), pool=pool, timeout=10)
             assert late.status == 503 and "shutting down" in late.error["message"]
