@@ -42,6 +42,7 @@ setup(
             "fake-llama-server = harness.fake_llama.cli:main",
             "netfault = harness.netfault:main",
             "server-core-install-llama-server = server_core.llama_install:main",
+            "server-core-install-model = server_core.model_install:main",
             "harness = harness.cli:main",
         ],
         "pytest11": [

