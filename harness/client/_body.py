@@ -1,0 +1,131 @@
+"""What the response body said so far: the SSE sequencing rules and the non-SSE buffer.
+
+``BodyState`` is fed decoded events (or raw bytes of a non-SSE body) and records them
+into the ``StreamResult``: storage capped at ``max_events``, inter-event gaps, and the
+violations of "one honest ending" (anything after ``[DONE]``, ``[DONE]`` after an
+error, data after an error). It knows no sockets or timers: ``_call`` feeds it and
+``_classify`` reads it. Per-event work stays small (one ``json.loads`` per data event)
+and an SSE body is never buffered whole.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness.client._chunks import Transcript
+from harness.client._errors import normalise_error, parse_legacy_error
+from harness.client._result import StreamResult
+from server_core.sse import Event, SseDecoder
+
+__all__ = ["BodyState"]
+
+
+class BodyState:
+    """The body of one response as interpreted so far, and what ``classify`` judges."""
+
+    def __init__(self, result: StreamResult, max_events: int | None, body_limit: int) -> None:
+        self.result = result
+        self.max_events = max_events
+        self.body_limit = body_limit
+        self.transcript = Transcript(result)
+        self.decoder: SseDecoder | None = None  # set for a 2xx event stream only
+        self.buf = bytearray()  # a non-SSE body, capped at body_limit
+        self.http_error = False
+        self.done_seen = False
+        self.error_seen = False
+        self._last_event_t: float | None = None
+
+    def begin(self, status: int) -> None:
+        """Headers are in: decide how the body will be read."""
+        self.http_error = not 200 <= status < 300
+        if not self.http_error and self.result.is_sse:
+            self.decoder = SseDecoder()
+
+    def arrived(self, data: bytes, t: float) -> None:
+        """Count body bytes; a non-SSE body is also kept, up to ``body_limit``."""
+        r = self.result
+        if r.t_first_byte is None:
+            r.t_first_byte = t
+        r.bytes_received += len(data)
+        if self.decoder is None:
+            room = self.body_limit - len(self.buf)
+            if room > 0:
+                self.buf += data[:room]
+
+    def on_comment(self) -> None:
+        """A comment frame (keep-alive ping): counted, and a violation after ``[DONE]``."""
+        self.result.comments += 1
+        if self.done_seen:
+            self.result.after_done = True
+
+    def on_event(self, ev: Event, t: float) -> None:
+        """Record one event that arrived at ``t`` and apply the sequencing rules."""
+        r = self.result
+        keep = self._record(ev, t)
+        if self.done_seen:
+            r.after_done = True
+            return
+        if ev.is_done:
+            self.done_seen = True
+            if self.error_seen:
+                r.done_after_error = True
+            return
+        if self.error_seen:
+            r.after_error = True
+        legacy = ev.get("error")
+        if legacy is not None:
+            self.set_error(parse_legacy_error(legacy))
+            return
+        obj = self._json_object(ev)
+        if obj is None:
+            return
+        if "error" in obj:
+            self.set_error(normalise_error(obj["error"]))
+            return
+        if keep:
+            r.chunks.append(obj)
+        self.transcript.absorb(obj, t, stream=True)
+
+    def set_error(self, err: dict[str, Any]) -> None:
+        """Remember the first error the server reported; later ones do not replace it."""
+        if not self.error_seen:
+            self.error_seen = True
+            self.result.error = err
+
+    def note_leftover(self) -> None:
+        """The body is over: a partial frame after ``[DONE]`` is a violation too."""
+        if self.decoder is not None and self.done_seen and self.decoder.buffered:
+            self.result.after_done = True
+
+    def end(self) -> None:
+        """The body ended on its own; flush the decoder."""
+        if self.decoder is not None:
+            self.note_leftover()
+            self.decoder.finish()
+
+    def _record(self, ev: Event, t: float) -> bool:
+        """Count, time and (below ``max_events``) store ``ev``; True if it was stored."""
+        r = self.result
+        r.n_events += 1
+        keep = self.max_events is None or len(r.events) < self.max_events
+        if keep:
+            r.events.append(ev)
+            r.event_times.append(t)
+        if self._last_event_t is not None:
+            r.gaps.append(t - self._last_event_t)
+        self._last_event_t = t
+        return keep
+
+    def _json_object(self, ev: Event) -> dict[str, Any] | None:
+        """The data of ``ev`` as a JSON object; anything else is counted as invalid."""
+        if ev.data is None:
+            return None
+        try:
+            obj = json.loads(ev.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            self.result.invalid_json += 1
+            return None
+        return obj
