@@ -6,6 +6,7 @@ Public API::
     FakeConfig, FakeServer, start_fake_server(config, reactor) -> Deferred[FakeServer]
     FakeLlamaProcess(args, faults=...)  # the command as a child process
     Faults, parse_faults(spec)          # the fault SPEC language
+    resolve_template(value, jinja=True) -> ChatTemplate  # what --chat-template selects
 
 See docs/fake-llama-server.md.
 """
@@ -27,10 +28,12 @@ from harness.fake_llama.server import (
     Stats,
     start_fake_server,
 )
+from harness.fake_llama.templates import ChatTemplate, TemplateError, resolve_template
 
 __all__ = [
     "VOCABULARY",
     "BindError",
+    "ChatTemplate",
     "FakeConfig",
     "FakeLlamaProcess",
     "FakeServer",
@@ -39,11 +42,13 @@ __all__ = [
     "LoadError",
     "ProcessExited",
     "Stats",
+    "TemplateError",
     "chat_prompt",
     "embedding_vector",
     "expected_text",
     "parse_duration",
     "parse_faults",
     "plan_generation",
+    "resolve_template",
     "start_fake_server",
 ]

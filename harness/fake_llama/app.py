@@ -31,7 +31,6 @@ from harness.fake_llama.generate import (
     VOCABULARY,
     Generation,
     RequestError,
-    chat_prompt,
     embedding_base64,
     embedding_vector,
     plan_generation,
@@ -384,7 +383,7 @@ class FakeLlamaResource(Resource):
             "endpoint_props": cfg.props_endpoint,
             "endpoint_metrics": cfg.metrics,
             "webui": cfg.webui,
-            "chat_template": "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}",
+            "chat_template": self.fake.chat_template.source,
             "bos_token": "<s>",
             "eos_token": "</s>",
             "build_info": FINGERPRINT,
@@ -502,7 +501,8 @@ class FakeLlamaResource(Resource):
     def post_apply_template(self, request: Request) -> bytes:
         body = self._body(request)
         _validate_chat(body)
-        return self.send_json(request, 200, {"prompt": chat_prompt(body["messages"])})
+        prompt = self.fake.chat_template.render(body["messages"])
+        return self.send_json(request, 200, {"prompt": prompt})
 
     def post_infill(self, request: Request) -> bytes:
         msg = (
@@ -556,11 +556,14 @@ class FakeLlamaResource(Resource):
         server = self.fake
         rng = self.new_request_rng()
         faults = self.request_faults(request, rng)
+        # A chat request is counted by its rendered template; its text never depends on it.
+        prompt = server.chat_template.render(body["messages"]) if kind == "chat" else None
         gen = plan_generation(
             body,
             server.config.seed,
             n_ctx=server.config.n_ctx_slot,
             n_predict_default=server.config.n_predict,
+            prompt=prompt,
         )
         job = Job(self, request, kind, body, gen, faults, rng)
         job.start()

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.fake_llama.faults import Faults, FaultSpecError, parse_faults
 from harness.fake_llama.server import BindError, FakeConfig, FakeServer
+from harness.fake_llama.templates import TemplateError, resolve_template
 
 __all__ = ["ENV_FAULT", "CliOptions", "UsageError", "main", "parse_args"]
 
@@ -53,7 +54,9 @@ deterministic text; scripted faults. See docs/fake-llama-server.md.
        --metrics              enable /metrics
        --slots / --no-slots   enable / disable /slots (default: enabled)
        --props                allow POST /props
-       --jinja / --no-jinja   accepted
+       --jinja / --no-jinja   chat template is Jinja text / a built-in name (default: --jinja)
+       --chat-template T      chat template text (a built-in name with --no-jinja)
+       --chat-template-file F file with the chat template text
        --no-webui, --no-ui    no page at /
   -ngl, --n-gpu-layers N      accepted
        --sse-ping-interval S  seconds of stream silence before a ':' ping (default: 30; <= 0 off)
@@ -90,6 +93,8 @@ _VALUE_FLAGS: dict[str, str] = {
     "-s": "seed",
     "--seed": "seed",
     "--fault": "fault",
+    "--chat-template": "chat_template",
+    "--chat-template-file": "chat_template_file",
 }
 
 _BOOL_FLAGS: dict[str, tuple[str, bool]] = {
@@ -132,6 +137,7 @@ class CliOptions:
     slots: bool = True
     props: bool = False
     jinja: bool = True
+    chat_template: str | None = None
     webui: bool = True
     n_gpu_layers: str = "auto"
     sse_ping_interval: float = 30.0
@@ -157,6 +163,7 @@ class CliOptions:
             props_endpoint=self.props,
             webui=self.webui,
             jinja=self.jinja,
+            chat_template=self.chat_template,
             n_gpu_layers=self.n_gpu_layers,
             sse_ping_interval=self.sse_ping_interval,
             seed=self.seed,
@@ -224,11 +231,17 @@ def parse_args(argv: Sequence[str]) -> tuple[CliOptions, list[str]]:
             )
             continue
         raise UsageError(f"error: invalid argument: {arg}")
+    try:
+        # llama-server checks the template once every flag is read (so flag order
+        # does not matter) and exits 1.
+        resolve_template(opts.chat_template, jinja=opts.jinja)
+    except TemplateError as e:
+        raise UsageError(str(e)) from None
     return opts, warnings
 
 
 def _apply(opts: CliOptions, flag: str, name: str, value: str) -> None:
-    if name in ("model", "host", "alias", "n_gpu_layers"):
+    if name in ("model", "host", "alias", "n_gpu_layers", "chat_template"):
         setattr(opts, name, value)
     elif name in ("port", "ctx_size", "parallel", "n_predict", "seed"):
         setattr(opts, name, _int(flag, value))
@@ -242,6 +255,13 @@ def _apply(opts: CliOptions, flag: str, name: str, value: str) -> None:
                 opts.api_keys.extend(line.strip() for line in fh if line.strip())
         except OSError as e:
             raise UsageError(f"error: failed to open file '{value}': {e.strerror}") from None
+    elif name == "chat_template_file":
+        try:
+            with open(value, encoding="utf-8", errors="replace") as fh:
+                opts.chat_template = fh.read()
+        except OSError:
+            msg = f"error: failed to open file '{value}'"
+            raise UsageError(f'error while handling argument "{flag}": {msg}') from None
     elif name == "fault":
         opts.faults.append(value)
     else:  # pragma: no cover

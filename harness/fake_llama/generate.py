@@ -5,7 +5,8 @@ Everything here is pure: the same inputs give the same outputs in every process
 
 Tokenizer: a prompt's tokens are its whitespace-separated words. A chat request is
 first rendered as one line ``role: content`` per message (the fake's "chat
-template"), so ``{"role": "user", "content": "hi there"}`` is 3 tokens.
+template"), so ``{"role": "user", "content": "hi there"}`` is 3 tokens;
+``templates.py`` renders the other templates ``--chat-template`` selects.
 
 Generation: the text is a sequence of words from ``VOCABULARY``, each token being
 one word with a leading space (``" river"``). The words and the natural length
@@ -34,6 +35,7 @@ __all__ = [
     "Generation",
     "RequestError",
     "chat_prompt",
+    "content_text",
     "embedding_vector",
     "expected_text",
     "n_predict_of",
@@ -103,7 +105,7 @@ def token_id(word: str) -> int:
     return _UNKNOWN_BASE + zlib.crc32(word.encode("utf-8")) % 1_000_000
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     """Text of a message ``content``: a string, null, or an array of text parts."""
     if content is None:
         return ""
@@ -124,7 +126,7 @@ def chat_prompt(messages: Sequence[Any]) -> str:
         if not isinstance(msg, Mapping):
             continue
         role = msg.get("role") if isinstance(msg.get("role"), str) else ""
-        lines.append(f"{role}: {_content_text(msg.get('content'))}")
+        lines.append(f"{role}: {content_text(msg.get('content'))}")
     return "\n".join(lines)
 
 
@@ -205,10 +207,15 @@ def plan_generation(
     *,
     n_ctx: int | None = DEFAULT_N_CTX,
     n_predict_default: int = -1,
+    prompt: str | None = None,
 ) -> Generation:
     """Plan a generation. Raises RequestError(400, exceed_context_size_error) when the
-    prompt does not fit ``n_ctx`` (the per-slot context); ``n_ctx=None`` = unlimited."""
-    n_prompt = len(tokenize(prompt_text(body)))
+    prompt does not fit ``n_ctx`` (the per-slot context); ``n_ctx=None`` = unlimited.
+
+    ``prompt`` is the prompt the request is counted by (a chat request's rendered
+    template); it defaults to ``prompt_text(body)``. It never changes the text.
+    """
+    n_prompt = len(tokenize(prompt_text(body) if prompt is None else prompt))
     if n_ctx is not None and n_prompt >= n_ctx:
         raise RequestError(
             400,
@@ -245,21 +252,25 @@ def plan_generation(
     full = "".join(tokens)
     hits = [(full.find(s), s) for s in stops if s in full]
     if hits:
-        # Cut the text right before the earliest stop string; the token it starts in
-        # is kept partially, like llama-server's stop-word handling.
         pos, word = min(hits)
-        kept: list[str] = []
-        acc = 0
-        for tok in tokens:
-            if acc + len(tok) <= pos:
-                kept.append(tok)
-                acc += len(tok)
-                continue
-            if pos > acc:
-                kept.append(tok[: pos - acc])
-            break
-        return Generation(tuple(kept), "stop", n_prompt, "word", word)
+        return Generation(_cut_before(tokens, pos), "stop", n_prompt, "word", word)
     return Generation(tuple(tokens), finish, n_prompt, stop_type)
+
+
+def _cut_before(tokens: Sequence[str], pos: int) -> tuple[str, ...]:
+    """The tokens up to text position ``pos`` (an earliest stop string); the token it
+    starts in is kept partially, like llama-server's stop-word handling."""
+    kept: list[str] = []
+    acc = 0
+    for tok in tokens:
+        if acc + len(tok) <= pos:
+            kept.append(tok)
+            acc += len(tok)
+            continue
+        if pos > acc:
+            kept.append(tok[: pos - acc])
+        break
+    return tuple(kept)
 
 
 def expected_text(

@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from harness.fake_llama.faults import REQUEST_KEYS, Faults, parse_faults
 from harness.fake_llama.generate import DEFAULT_N_CTX
 from harness.fake_llama.slots import SlotPool
+from harness.fake_llama.templates import TemplateError, resolve_template
 
 if TYPE_CHECKING:
     from harness.fake_llama.app import _BaseJob
@@ -60,7 +61,8 @@ class FakeConfig:
     slots_endpoint: bool = True  # --slots / --no-slots
     props_endpoint: bool = False  # --props (POST /props)
     webui: bool = True
-    jinja: bool = True
+    jinja: bool = True  # --jinja / --no-jinja: how chat_template is read
+    chat_template: str | None = None  # --chat-template(-file): text, or a name with no jinja
     n_gpu_layers: str = "auto"
     sse_ping_interval: float = 30.0  # seconds of silence before a ":" ping; <= 0 disables
     seed: int = 0
@@ -160,6 +162,7 @@ class FakeServer:
             reactor = _reactor
         self.config = config
         self.reactor = reactor
+        self.chat_template = resolve_template(config.chat_template, jinja=config.jinja)
         self.faults = parse_faults(config.faults)
         self.process_faults = self.faults.process_part()
         self.request_defaults = self.faults.request_part()
@@ -437,9 +440,13 @@ def start_fake_server(
     """Start a fake llama-server in this process and reactor.
 
     Fires with the FakeServer once it listens and (``wait_ready=True``) has loaded;
-    errbacks with BindError or LoadError. Always ``await server.stop()`` at the end.
+    errbacks with BindError, LoadError or TemplateError (a chat template llama-server
+    refuses at start). Always ``await server.stop()`` at the end.
     """
-    server = FakeServer(config or FakeConfig(), reactor, log=log)
+    try:
+        server = FakeServer(config or FakeConfig(), reactor, log=log)
+    except TemplateError as e:
+        return fail(e)
     try:
         server.listen()
     except BindError as e:

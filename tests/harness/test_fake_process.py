@@ -197,3 +197,29 @@ def test_fake_exits_when_its_parent_dies_even_with_stderr_broken(tmp_path: Path)
         time.sleep(0.05)
     os.kill(pid, 9)
     raise AssertionError("the fake outlived its parent")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_chat_templates_fail_at_start(tmp_path: Path) -> None:
+    procs = {
+        "unknown_builtin": FakeLlamaProcess(["--no-jinja", "--chat-template", "nosuch"]),
+        "unreadable_file": FakeLlamaProcess(["--chat-template-file", str(tmp_path / "none")]),
+    }
+    try:
+        results = await gatherResults(
+            [p.started().addErrback(lambda f: f.value) for p in procs.values()]
+        )
+        for name, result in zip(procs, results, strict=True):
+            assert isinstance(result, ProcessExited), name
+            assert result.status == 1, (name, result.output)
+        out = {name: "\n".join(p.output) for name, p in procs.items()}
+        assert "error: the supplied chat template is not supported: nosuch" in out[
+            "unknown_builtin"]  # fmt: skip
+        assert "started without --jinja" in out["unknown_builtin"]
+        assert (
+            f'error while handling argument "--chat-template-file": error: failed to open file '
+            f"'{tmp_path / 'none'}'" in out["unreadable_file"]
+        )
+    finally:
+        for p in procs.values():
+            await p.stop(grace=1)

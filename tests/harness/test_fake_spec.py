@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,15 +13,19 @@ from harness.fake_llama import (
     VOCABULARY,
     Faults,
     FaultSpecError,
+    TemplateError,
+    chat_prompt,
     embedding_vector,
     expected_text,
     parse_duration,
     parse_faults,
     plan_generation,
+    resolve_template,
 )
-from harness.fake_llama.cli import parse_args
+from harness.fake_llama.cli import UsageError, parse_args
 from harness.fake_llama.faults import COUNT_KEYS, DURATION_KEYS, PROCESS_KEYS, REQUEST_KEYS
 from harness.fake_llama.generate import RequestError
+from harness.fake_llama.templates import BUILTIN_TEMPLATES, CHATML_TEMPLATE_SOURCE
 
 CHAT = {"messages": [{"role": "user", "content": "tell me a story"}]}
 
@@ -175,3 +180,40 @@ def test_cli_accepts_llama_server_flags() -> None:
     assert opts.ignored == ["-fa", "on", "--cont-batching", "--temp", "-0.5"]
     assert len(warnings) == 3 and all("ignores" in w for w in warnings)
     assert isinstance(Faults(), Faults)
+
+
+def test_cli_reads_chat_template_flags(tmp_path: Path) -> None:
+    opts, warnings = parse_args(["--chat-template", "gemma", "--no-jinja"])
+    assert opts.chat_template == "gemma" and not opts.jinja and warnings == []
+    path = tmp_path / "t.jinja"
+    path.write_text("{{ messages }}", encoding="utf-8")
+    opts, _ = parse_args(["--chat-template", "gemma", "--chat-template-file", str(path)])
+    assert opts.chat_template == "{{ messages }}" and opts.jinja  # the last flag wins
+    assert opts.to_config(Faults()).chat_template == "{{ messages }}"
+    # llama-server checks the template after every flag, whatever their order.
+    with pytest.raises(UsageError, match="not supported: nosuch"):
+        parse_args(["--chat-template", "nosuch", "--no-jinja"])
+    with pytest.raises(UsageError, match="failed to open file"):
+        parse_args(["--chat-template-file", str(tmp_path / "missing")])
+
+
+# -- chat templates --------------------------------------------------------------------
+
+MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+def test_templates_follow_jinja_and_builtin_rules() -> None:
+    assert resolve_template(None).render(MESSAGES) == chat_prompt(MESSAGES)
+    assert resolve_template("gemma").render(MESSAGES) == "gemma"
+    assert resolve_template("{{ x }}").render(MESSAGES) == chat_prompt(MESSAGES)
+    assert resolve_template("{% if x %}").source == "{% if x %}"
+    # With Jinja on, "chatml" is the one name llama.cpp swaps for its ChatML template.
+    chatml = "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+    assert resolve_template("chatml").render(MESSAGES) == chatml + "<|im_start|>assistant\n"
+    assert resolve_template("chatml").source == CHATML_TEMPLATE_SOURCE
+    assert resolve_template("chatml", jinja=False).render(MESSAGES).startswith(chatml)
+    for name in BUILTIN_TEMPLATES:
+        template = resolve_template(name, jinja=False)
+        assert template.source == name and "hi" in template.render(MESSAGES)
+    with pytest.raises(TemplateError):
+        resolve_template("{{ x }}", jinja=False)
