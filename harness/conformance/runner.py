@@ -32,12 +32,18 @@ __all__ = [
 ]
 
 
+# Outcomes meaning "no HTTP server answered at all", when no status line arrived.
+UNREACHABLE_OUTCOMES = frozenset({CONNECT_ERROR, TIMEOUT})
+
+
 class TargetUnreachable(Exception):
     """No HTTP server answered at the target (refused, no response, timeout)."""
 
 
 @dataclass
 class CheckResult:
+    """What one check concluded: its result (PASS, FAIL or NA), detail and duration."""
+
     name: str
     description: str
     result: str  # PASS, FAIL or NA
@@ -55,6 +61,8 @@ class CheckResult:
 
 @dataclass
 class Report:
+    """Every check's result against one target, with table and JSON renderings."""
+
     target: str
     model: str
     lenient: bool = False
@@ -80,12 +88,14 @@ class Report:
         return not self.failed
 
     def result(self, name: str) -> CheckResult:
+        """The result of the check ``name``; ``KeyError`` if it did not run."""
         for r in self.results:
             if r.name == name:
                 return r
         raise KeyError(name)
 
     def counts(self) -> dict[str, int]:
+        """How many checks passed, failed, were n/a, and ran in all."""
         return {
             PASS: len(self.passed),
             FAIL: len(self.failed),
@@ -94,6 +104,7 @@ class Report:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data: the shape of ``--json`` (docs/conformance.md)."""
         return {
             "target": self.target,
             "model": self.model,
@@ -106,6 +117,7 @@ class Report:
         }
 
     def to_json(self) -> str:
+        """``to_dict()`` as indented JSON, non-ASCII kept as is."""
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     def format_table(self, *, width: int = 100) -> str:
@@ -152,7 +164,7 @@ async def run_one(ctx: Context, chk: Check, now: Callable[[], float]) -> CheckRe
 async def probe(ctx: Context) -> None:
     """Raise ``TargetUnreachable`` unless some HTTP server answers ``GET /v1/models``."""
     r = await ctx.models()
-    no_answer = r.outcome in (CONNECT_ERROR, TIMEOUT) and r.status is None
+    no_answer = r.outcome in UNREACHABLE_OUTCOMES and r.status is None
     if no_answer or (r.outcome == TRUNCATED and r.status is None):
         raise TargetUnreachable(f"{ctx.base_url}: no HTTP answer ({brief(r)})")
 
