@@ -24,6 +24,12 @@ from harness.netfault._stats import DirectionStats, ProxyStats
 from harness.netfault._toxic import Toxic
 
 
+def _bound_port(listener: IListeningPort | None, not_started: str) -> int:
+    if listener is None:
+        raise RuntimeError(not_started)
+    return int(listener.getHost().port)  # type: ignore[attr-defined]
+
+
 class FaultProxy:
     """TCP proxy ``listen -> upstream`` with Toxiproxy toxics per direction.
 
@@ -88,9 +94,7 @@ class FaultProxy:
     @property
     def port(self) -> int:
         """The bound listening port (after ``start``)."""
-        if self._listener is None:
-            raise RuntimeError("FaultProxy is not started")
-        return int(self._listener.getHost().port)  # type: ignore[attr-defined]
+        return _bound_port(self._listener, "FaultProxy is not started")
 
     def start_control(self, port: int = 0, host: str = "127.0.0.1") -> Deferred[int]:
         """Serve the JSON control API; fires with its port (also ``control_port``)."""
@@ -106,9 +110,7 @@ class FaultProxy:
     @property
     def control_port(self) -> int:
         """The control API's bound port (after ``start_control``)."""
-        if self._control is None:
-            raise RuntimeError("control API is not started")
-        return int(self._control.getHost().port)  # type: ignore[attr-defined]
+        return _bound_port(self._control, "control API is not started")
 
     def stop(self) -> Deferred[None]:
         """Stop listening (proxy and control API) and abort every open connection."""
