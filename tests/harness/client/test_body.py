@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest_twisted
 
 from harness.client import (
     DONE,
     ERROR_EVENT,
 )
-from server_core.sse import DONE_FRAME
+from harness.client._body import BodyState
+from harness.client._result import StreamResult
+from server_core.sse import DONE_FRAME, Event
 from tests.harness.client.scripted import (
     ERROR_FRAME,
     Action,
@@ -82,3 +86,66 @@ async def test_crlf_framing(server: ScriptServer) -> None:
     r = await run(server)
     assert r.outcome == DONE and r.text == "xy" and not r.after_done
     assert r.n_events == 5
+
+
+# -- BodyState on its own ------------------------------------------------------
+
+
+def sse_state(max_events: int | None = None) -> BodyState:
+    state = BodyState(StreamResult(headers={"content-type": ["text/event-stream"]}), max_events, 8)
+    state.begin(200)
+    return state
+
+
+def test_begin_picks_the_reader() -> None:
+    assert sse_state().decoder is not None
+    json_state = BodyState(StreamResult(), None, 8)
+    json_state.begin(200)
+    assert json_state.decoder is None and not json_state.http_error
+    error_state = BodyState(StreamResult(headers={"content-type": ["text/event-stream"]}), None, 8)
+    error_state.begin(503)
+    assert error_state.http_error and error_state.decoder is None
+
+
+def test_non_sse_bytes_are_kept_up_to_the_limit() -> None:
+    state = BodyState(StreamResult(), None, 8)
+    state.begin(200)
+    state.arrived(b"12345", 1.0)
+    state.arrived(b"67890", 2.0)
+    assert bytes(state.buf) == b"12345678"
+    assert state.result.bytes_received == 10 and state.result.t_first_byte == 1.0
+
+
+def test_first_error_wins_and_later_events_are_violations() -> None:
+    state = sse_state()
+    state.on_event(Event(data=json.dumps({"error": "first"})), 1.0)
+    state.on_event(Event(data=json.dumps({"error": "second"})), 2.0)
+    state.on_event(Event(data="[DONE]"), 3.0)
+    r = state.result
+    assert r.error == {"message": "first"}
+    assert r.after_error and r.done_after_error and not r.after_done
+    assert r.gaps == [1.0, 1.0] and r.n_events == 3
+
+
+def test_comment_and_leftover_after_done_are_violations() -> None:
+    state = sse_state()
+    state.on_event(Event(data="[DONE]"), 1.0)
+    assert not state.result.after_done
+    state.on_comment()
+    assert state.result.after_done and state.result.comments == 1
+    leftover = sse_state()
+    leftover.on_event(Event(data="[DONE]"), 1.0)
+    assert leftover.decoder is not None
+    leftover.decoder.feed(b"data: par")
+    leftover.end()
+    assert leftover.result.after_done
+
+
+def test_max_events_caps_storage_not_counting() -> None:
+    state = sse_state(max_events=1)
+    state.on_event(Event(data="{}"), 1.0)
+    state.on_event(Event(data="[1]"), 2.0)
+    state.on_event(Event(), 3.0)
+    r = state.result
+    assert len(r.events) == len(r.event_times) == 1 and r.n_events == 3
+    assert r.chunks == [{}] and r.invalid_json == 1

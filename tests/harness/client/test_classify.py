@@ -9,14 +9,24 @@ import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import error as ierror
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
 
 from harness.client import (
     CONNECT_ERROR,
+    DISCONNECTED,
     DONE,
     ERROR_EVENT,
+    HTTP_ERROR,
+    TIMEOUT,
     TRUNCATED,
+    StreamResult,
     stream_request,
 )
+from harness.client._body import BodyState
+from harness.client._classify import body_end_reason, classify, classify_failure, describe
 from server_core.sse import encode_comment, encode_event
 from tests.harness.client.scripted import (
     BODY,
@@ -173,3 +183,92 @@ async def test_chunking_does_not_change_the_verdict(
     assert r.n_events == len(TEXT_WORDS) + 2 + (ending != "close") + (ending == "legacy")
     assert r.bytes_received == len(payload)
     assert not r.after_done and r.invalid_json == 0
+
+
+# -- the rules on their own ----------------------------------------------------
+
+
+def never() -> float:
+    raise AssertionError("the clock is not needed here")
+
+
+def json_state(body: bytes, end_reason: str = "complete", limit: int = 64) -> BodyState:
+    state = BodyState(StreamResult(end_reason=end_reason), None, limit)
+    state.begin(200)
+    state.arrived(body, 1.0)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("end_reason", "outcome"),
+    [
+        ("timeout", TIMEOUT),
+        ("idle_timeout", TIMEOUT),
+        ("client_abort", DISCONNECTED),
+        ("lost", TRUNCATED),
+        ("complete", DONE),
+    ],
+)
+def test_json_body_verdict_follows_the_transport_first(end_reason: str, outcome: str) -> None:
+    assert classify(json_state(b"{}", end_reason), never) == outcome
+
+
+def test_json_body_over_the_limit_is_truncated() -> None:
+    state = json_state(b"[" + b"1," * 40 + b"1]", limit=8)
+    assert classify(state, never) == TRUNCATED
+    assert state.result.exception == "body larger than body_limit (8 bytes)"
+
+
+def test_json_body_text_is_stamped_at_the_first_byte() -> None:
+    state = json_state(json.dumps({"choices": [{"message": {"content": "x"}}]}).encode())
+    assert classify(state, never) == DONE
+    assert state.result.t_first_token == 1.0
+
+
+def test_sse_abort_without_done_names_why_we_left() -> None:
+    state = BodyState(StreamResult(headers={"content-type": ["text/event-stream"]}), None, 8)
+    state.begin(200)
+    state.result.end_reason = "idle_timeout"
+    assert classify(state, never) == TIMEOUT
+
+
+def test_http_error_status_wins_over_a_cut_body() -> None:
+    state = BodyState(StreamResult(end_reason="lost"), None, 64)
+    state.begin(502)
+    state.arrived(b'{"error": "bad gate', 1.0)
+    assert classify(state, never) == HTTP_ERROR
+    assert state.result.error is None and state.result.body == b'{"error": "bad gate'
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome", "end_reason"),
+    [
+        (ierror.ConnectionRefusedError(), CONNECT_ERROR, "connect_failed"),
+        (ierror.DNSLookupError(), CONNECT_ERROR, "connect_failed"),
+        (ResponseNeverReceived([Failure(ierror.ConnectionDone())]), TRUNCATED, "no_response"),
+        (ValueError("odd"), TRUNCATED, "no_response"),
+    ],
+)
+def test_failure_before_headers(exc: Exception, outcome: str, end_reason: str) -> None:
+    r = StreamResult()
+    classify_failure(r, Failure(exc))
+    assert (r.outcome, r.end_reason) == (outcome, end_reason)
+    assert r.exception is not None and r.exception.startswith(type(exc).__name__)
+
+
+def test_failure_after_our_timeout_is_a_timeout() -> None:
+    r = StreamResult(end_reason="timeout")
+    classify_failure(r, Failure(ierror.ConnectingCancelledError(None)))
+    assert r.outcome == TIMEOUT and r.end_reason == "timeout" and r.exception is None
+
+
+def test_describe_names_the_inner_reasons() -> None:
+    failure = Failure(ResponseFailed([Failure(ierror.ConnectionLost()), ValueError()]))
+    assert describe(failure) == "ResponseFailed: ConnectionLost, ValueError"
+    assert describe(Failure(KeyError())) == "KeyError"
+
+
+def test_body_end_reason() -> None:
+    assert body_end_reason(Failure(ResponseDone())) == "complete"
+    assert body_end_reason(Failure(PotentialDataLoss())) == "closed"
+    assert body_end_reason(Failure(ierror.ConnectionLost())) == "lost"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 import pytest_twisted
 
 from harness.client import (
     ERROR_EVENT,
     HTTP_ERROR,
 )
+from harness.client._errors import error_from_body, normalise_error, parse_legacy_error
 from server_core.sse import DONE_FRAME
 from tests.harness.client.scripted import (
     ERROR_FRAME,
@@ -80,3 +83,46 @@ async def test_non_stream_error_object_with_200(server: ScriptServer) -> None:
     )
     r = await run(server)
     assert r.outcome == ERROR_EVENT and r.error == {"message": "boom"}
+
+
+# -- the parsers on their own --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"code": 1}, {"code": 1}),
+        ("boom", {"message": "boom"}),
+        (42, {"message": "42"}),
+        (["a"], {"message": '["a"]'}),
+    ],
+)
+def test_normalise_error(value: Any, expected: dict[str, Any]) -> None:
+    assert normalise_error(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (json.dumps(ERROR_OBJ), ERROR_OBJ),
+        (json.dumps({"error": ERROR_OBJ}), ERROR_OBJ),
+        ('"slot gone"', {"message": "slot gone"}),
+        ("not json", {"message": "not json"}),
+    ],
+)
+def test_parse_legacy_error(raw: str, expected: dict[str, Any]) -> None:
+    assert parse_legacy_error(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (json.dumps({"error": ERROR_OBJ}).encode(), ERROR_OBJ),
+        (b'{"error": "busy"}', {"message": "busy"}),
+        (b'{"detail": "x"}', {"detail": "x"}),
+        (b"[1]", None),
+        (b"<html>", None),
+    ],
+)
+def test_error_from_body(body: bytes, expected: dict[str, Any] | None) -> None:
+    assert error_from_body(body) == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 
 from harness.client import (
@@ -12,6 +13,7 @@ from harness.client import (
     completions,
     stream_request,
 )
+from harness.client._request import _endpoint, _request_headers, _split_kwargs
 from server_core.sse import DONE_FRAME, encode_event
 from tests.harness.client.scripted import (
     BODY,
@@ -92,3 +94,28 @@ async def test_reasoning_content_and_get_without_body(server: ScriptServer) -> N
     assert r.t_first_token == r.event_times[0]
     seen = server.seen[0]
     assert seen.method == "GET" and seen.body == b"" and "content-type" not in seen.headers
+
+
+# -- the helpers on their own --------------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"])
+def test_endpoint_accepts_root_or_v1(base: str) -> None:
+    assert _endpoint(base, "/v1/completions") == "http://h:1/v1/completions"
+
+
+def test_client_keywords_are_the_keyword_only_parameters() -> None:
+    client_names = {
+        "method", "headers", "timeout", "idle_timeout", "reactor", "pool",
+        "max_events", "disconnect_after", "body_limit", "clock", "on_event",
+    }  # fmt: skip
+    client_kw, body_kw = _split_kwargs({name: 1 for name in [*client_names, "max_tokens"]})
+    assert set(client_kw) == client_names
+    assert body_kw == {"max_tokens": 1}
+
+
+def test_caller_headers_override_the_json_content_type() -> None:
+    headers = _request_headers(True, {"content-type": "text/plain", "X-A": "1"})
+    assert headers.getRawHeaders("Content-Type") == ["text/plain"]
+    assert headers.getRawHeaders("x-a") == ["1"]
+    assert not _request_headers(False, {}).hasHeader("Content-Type")
