@@ -82,8 +82,10 @@ class ForwardedSse:
         upstream_name: str,
         keepalive_interval: float | None = 15.0,
         idle_timeout: float | None = 300.0,
+        model_name: str | None = None,
     ) -> None:
         self._response = response
+        self._model_name = model_name
         self._clock = clock
         self._upstream_name = upstream_name
         self._idle_timeout = idle_timeout
@@ -178,6 +180,7 @@ class ForwardedSse:
                     self.end_with(_error_from_payload(payload, self._upstream_name))
                     return
                 data_str = self._same_created(payload, data_str)
+                data_str = self._same_model(payload, data_str)
             self._out.send(encode_event(data_str, event=item.event, id=item.id))
             self.events_relayed += 1
 
@@ -201,6 +204,14 @@ class ForwardedSse:
             payload["created"] = self._created
             rewritten = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         return rewritten
+
+    def _same_model(self, payload: dict[str, Any], data_str: str) -> str:
+        """The model the client asked for, not the upstream's own name for it."""
+        model = payload.get("model")
+        if self._model_name is None or model is None or model == self._model_name:
+            return data_str
+        payload["model"] = self._model_name
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     def _upstream_lost(self, reason: Failure) -> None:
         self._cancel_idle()

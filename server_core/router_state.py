@@ -19,6 +19,7 @@ from zope.interface import implementer
 from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
 from server_core.errors import ContextError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
+from server_core.template_check import ChatTemplateBroken
 from server_core.upstream import UpstreamClient
 
 __all__ = ["DefaultRouterState", "UpstreamReply"]
@@ -35,6 +36,8 @@ class UpstreamReply:
     response: IResponse
     upstream_name: str
     _release: Callable[[], None] = field(default=_noop, repr=False)
+    model_name: str | None = field(default=None, kw_only=True)
+    """The model name the client asked for; replies that name another are rewritten."""
 
     def release(self) -> None:
         """Give back the lease (idempotent)."""
@@ -81,7 +84,7 @@ class DefaultRouterState:
                 api_key=target.api_key,
                 upstream_name=name,
             )
-            return UpstreamReply(response, name)
+            return UpstreamReply(response, name, model_name=str(body["model"]))
         assert isinstance(target, LocalAlias)
         if self._context is None:
             raise ContextError(
@@ -89,6 +92,9 @@ class DefaultRouterState:
                 "has no llama-server executable configured (llama_server.executable)."
             )
         lease: Any = await self._context.acquire(target)
+        if endpoint == "/chat/completions" and lease.chat_template_error:
+            lease.release()
+            raise ChatTemplateBroken(target.name)
         try:
             outgoing = merge_request_params(body, target.request_params)
             outgoing["model"] = target.name
@@ -102,7 +108,7 @@ class DefaultRouterState:
         except BaseException:
             lease.release()
             raise
-        return UpstreamReply(response, name, lease.release)
+        return UpstreamReply(response, name, lease.release, model_name=target.name)
 
     def list_models(self) -> list[dict[str, Any]]:
         return self._aliases.list_models()

@@ -355,6 +355,7 @@ class OpenAIRoutes:
                 upstream_name=reply.upstream_name,
                 keepalive_interval=self._keepalive,
                 idle_timeout=self._idle_timeout,
+                model_name=reply.model_name,
             )
             self.in_flight.add_stream(stream)
             try:
@@ -378,11 +379,19 @@ class OpenAIRoutes:
                     clock=self._clock,
                 )
             )
-            json.loads(raw)
+            document = json.loads(raw)
         except BodyIncomplete as exc:
             raise UpstreamError(f"{reply.upstream_name}: incomplete response ({exc})") from None
         except ValueError:
             raise UpstreamError(f"{reply.upstream_name}: the response is not valid JSON") from None
+        if (
+            reply.model_name is not None
+            and isinstance(document, dict)
+            and document.get("model") not in (None, reply.model_name)
+        ):
+            # The model the client asked for, not the upstream's own name for it.
+            document["model"] = reply.model_name
+            raw = json.dumps(document, ensure_ascii=False).encode("utf-8")
         request.setResponseCode(response.code)
         request.setHeader(b"content-type", _JSON)
         return raw

@@ -29,6 +29,7 @@ from server_core.llama_process import LlamaServerProcess, reap_orphans
 from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes, shutting_down
 from server_core.shared_context import ContextLimits, DefaultSharedContext
+from server_core.template_check import ChatTemplateProbe
 from server_core.upstream import UpstreamClient, UpstreamSettings, set_nodelay
 
 __all__ = ["GuardedSite", "build_router", "make_service"]
@@ -204,7 +205,9 @@ class GuardedSite(server.Site):
         return http._GenericHTTPChannelProtocol(channel)
 
 
-def build_context(config: Config, reactor: Any) -> DefaultSharedContext | None:
+def build_context(
+    config: Config, reactor: Any, client: UpstreamClient
+) -> DefaultSharedContext | None:
     """The shared context for managed aliases, or None when the config has none."""
     if not config.aliases.local_aliases():
         return None
@@ -244,6 +247,7 @@ def build_context(config: Config, reactor: Any) -> DefaultSharedContext | None:
             queue_timeout=llama.queue_timeout,
             max_concurrent_per_alias=llama.max_concurrent_per_alias,
         ),
+        template_probe=ChatTemplateProbe(client, reactor),
     )
 
 
@@ -257,7 +261,8 @@ def build_router(config: Config, reactor: Any) -> DefaultRouterState:
             idle_timeout=up.idle_timeout,
         ),
     )
-    return DefaultRouterState(config.aliases, client, context=build_context(config, reactor))
+    context = build_context(config, reactor, client)
+    return DefaultRouterState(config.aliases, client, context=context)
 
 
 class DrainService(Service):

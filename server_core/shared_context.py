@@ -30,6 +30,7 @@ from zope.interface import implementer
 from server_core.aliases import LocalAlias
 from server_core.errors import ContextError, ServerCoreError, internal_error
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
+from server_core.template_check import TemplateProbe, TemplateVerdict
 
 __all__ = ["ContextLimits", "DefaultSharedContext", "Lease", "ProcessFactory"]
 
@@ -75,6 +76,10 @@ class Lease:
         self._released = False
         self.alias = slot.alias.name
         self.base_url: str = slot.process.base_url
+        verdict = slot.template
+        self.chat_template_error: str | None = (
+            verdict.detail if verdict is not None and verdict.ok is False else None
+        )
 
     def release(self) -> None:
         if not self._released:
@@ -105,6 +110,8 @@ class _Slot:
     started: defer.Deferred[None] | None = None
     requests: int = 0
     last_error: str | None = None
+    probing: bool = False  # ready, but its chat template is still being checked
+    template: TemplateVerdict | None = None
     lost_waiters: list[defer.Deferred[None]] = field(default_factory=list)
     stop_waiters: list[defer.Deferred[Any]] = field(default_factory=list)
 
@@ -114,7 +121,7 @@ class _Slot:
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready" and not self.draining
+        return self.state == "ready" and not self.draining and not self.probing
 
 
 @dataclass(eq=False)
@@ -130,9 +137,15 @@ class DefaultSharedContext:
     """Starts, shares, swaps and stops llama-server processes (see module doc)."""
 
     def __init__(
-        self, process_factory: ProcessFactory, *, clock: IReactorTime, limits: ContextLimits
+        self,
+        process_factory: ProcessFactory,
+        *,
+        clock: IReactorTime,
+        limits: ContextLimits,
+        template_probe: TemplateProbe | None = None,
     ) -> None:
         self._factory = process_factory
+        self._template_probe = template_probe
         self._clock = clock
         self._limits = limits
         self._slots: dict[str, _Slot] = {}
@@ -244,6 +257,8 @@ class DefaultSharedContext:
                     "waiting": sum(1 for w in self._queue if w.alias.name == name),
                     "requests": slot.requests,
                     "last_error": slot.last_error or self._last_errors.get(name),
+                    "chat_template": slot.template.status if slot.template else None,
+                    "chat_template_detail": slot.template.detail if slot.template else None,
                 }
             )
         return out
@@ -349,6 +364,33 @@ class DefaultSharedContext:
     def _started(self, slot: _Slot) -> None:
         if self._slots.get(slot.alias.name) is not slot:
             return
+        if self._template_probe is None:
+            self._became_ready(slot)
+            return
+        # One probe per start, before the first lease: a chat request must never be
+        # answered by a model whose template dropped its messages.
+        slot.probing = True
+        probe = defer.maybeDeferred(self._template_probe, slot.alias.name, slot.process.base_url)
+        probe.addBoth(lambda verdict: self._probed(slot, verdict))
+
+    def _probed(self, slot: _Slot, verdict: TemplateVerdict | Failure) -> None:
+        slot.probing = False
+        if isinstance(verdict, Failure):
+            log.failure("checking the chat template of {alias}", verdict, alias=slot.alias.name)
+            verdict = TemplateVerdict(None, "the chat template could not be checked")
+        slot.template = verdict
+        if verdict.ok is False:
+            log.error(
+                "{alias}: {detail}; its chat requests are refused until the alias is fixed",
+                alias=slot.alias.name,
+                detail=verdict.detail,
+            )
+        elif verdict.ok is None:
+            log.warn("{alias}: {detail}", alias=slot.alias.name, detail=verdict.detail)
+        if self._slots.get(slot.alias.name) is slot and slot.state == "ready":
+            self._became_ready(slot)
+
+    def _became_ready(self, slot: _Slot) -> None:
         self._notify("ready", slot.alias.name, {"port": getattr(slot.process, "port", None)})
         if slot.leases == 0:
             self._arm_idle(slot)

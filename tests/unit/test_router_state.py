@@ -40,6 +40,7 @@ class FakeLease:
     def __init__(self) -> None:
         self.alias = "local"
         self.base_url = "http://127.0.0.1:5555"
+        self.chat_template_error: str | None = None
         self.released = 0
 
     def release(self) -> None:
