@@ -113,6 +113,9 @@ class GuardedChannel(http.HTTPChannel):
 
     header_timeout = HEADER_TIMEOUT
     _deadline: Any = None
+    # No byte of a request since the connection opened or the last response: a deadline
+    # reached then closes cleanly (FIN) instead of resetting, since nothing was cut.
+    _idle = True
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -133,6 +136,11 @@ class GuardedChannel(http.HTTPChannel):
             self._deadline.cancel()
         self._deadline = None
 
+    def dataReceived(self, data: bytes) -> None:
+        if data:
+            self._idle = False
+        super().dataReceived(data)
+
     def allContentReceived(self) -> None:
         self._disarm()
         super().allContentReceived()
@@ -140,11 +148,25 @@ class GuardedChannel(http.HTTPChannel):
     def requestDone(self, request: Any) -> None:
         # Arm before Twisted starts a pipelined request that is already buffered: that
         # request's allContentReceived disarms it again, and a stream is never cut.
+        # Buffered bytes of that request reach dataReceived, which clears _idle.
+        self._idle = True
         if self.transport is not None and not getattr(self, "_disconnected", False):
             self._arm()
         super().requestDone(request)
 
     def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is None:
+            return
+        if self._idle:
+            # A keep-alive connection that simply ended its idle time. The reset stays as
+            # a backstop for a peer that never reads what is still buffered for it.
+            self.transport.loseConnection()
+            self._deadline = self.callLater(self.header_timeout, self._reset)
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
         self._deadline = None
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]

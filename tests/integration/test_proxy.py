@@ -277,3 +277,17 @@ async def test_stale_keepalive_connection_is_retried_once() -> None:
     finally:
         await service.stopService()
         await upstream.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_external_replies_carry_the_model_name_the_client_asked_for() -> None:
+    # The upstream calls its model something else: the client asked for "fake".
+    async with stack(FakeConfig(alias="its-own-name", parallel=4)) as s:
+        direct = await post(s.fake.url, chat_body(stream=False))
+        assert direct.json_body["model"] == "its-own-name"
+        streamed = await post(s.url, chat_body())
+        assert streamed.outcome == "done", streamed.summary()
+        assert {c.get("model") for c in streamed.chunks} == {"fake"}
+        whole = await post(s.url, chat_body(stream=False))
+        assert whole.status == 200 and whole.json_body["model"] == "fake"
+        assert whole.text == direct.text

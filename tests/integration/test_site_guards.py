@@ -6,7 +6,7 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web import resource
 
@@ -38,12 +38,15 @@ class Raw(Protocol):
         self.received += data
 
     def connectionLost(self, reason: object = None) -> None:
+        self.reason = reason
         self.closed.callback(reactor.seconds() - self.opened)
 
 
-async def exchange(site: GuardedSite, chunks: list[bytes]) -> tuple[bytes, float]:
+async def exchange(
+    site: GuardedSite, chunks: list[bytes], proto: Raw | None = None
+) -> tuple[bytes, float]:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    proto = Raw(chunks)
+    proto = proto or Raw(chunks)
     try:
         reactor.connectTCP(
             "127.0.0.1", port.getHost().port, ClientFactory.forProtocol(lambda: proto)
@@ -64,6 +67,24 @@ async def test_slow_headers_are_cut_at_the_deadline() -> None:
     received, elapsed = await exchange(site(), [b"POST / HTTP/1.1\r\nHost: x\r\n"])
     assert received == b""
     assert 0.25 <= elapsed < 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_keepalive_connection_is_closed_cleanly_at_the_deadline() -> None:
+    # Idle between requests is no attack: a FIN the client can tell from a failure.
+    proto = Raw([b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"])
+    received, elapsed = await exchange(site(), [], proto)
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"got 2")
+    assert 0.25 <= elapsed < 3
+    assert isinstance(proto.reason.value, error.ConnectionDone), proto.reason  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_left_half_sent_is_reset_at_the_deadline() -> None:
+    proto = Raw([b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", b"POST / HT"])
+    received, _ = await exchange(site(), [], proto)
+    assert received.endswith(b"got 2")
+    assert not isinstance(proto.reason.value, error.ConnectionDone), proto.reason  # type: ignore[attr-defined]
 
 
 @pytest_twisted.ensureDeferred
