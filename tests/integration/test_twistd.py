@@ -135,6 +135,20 @@ async def test_bad_config_fails_with_file_and_line_no_traceback(tmp_path: Path) 
     assert code == 1
     assert f"{config}:3" in output and "keepalive_interval" in output
     assert "Traceback" not in output
+    # The line that matters and a hint, not twistd's whole usage text.
+    assert "examples/" in output
+    assert "--config" not in output and "Usage:" not in output
+    assert len([line for line in output.splitlines() if line.strip()]) <= 3, output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_option_still_shows_the_usage_text(tmp_path: Path) -> None:
+    argv = twistd_argv(str(tmp_path / "none.yaml"), free_port())
+    child = spawn("twistd", [*argv, "--no-such-option"])
+    code = await child.when_exited()
+    output = "\n".join(child.lines)
+    assert code != 0
+    assert "--config" in output and "no-such-option" in output
 
 
 def managed_config(tmp_path: Path, port_file_flags: list[str], state_dir: Path) -> Path:

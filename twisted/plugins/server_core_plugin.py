@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
+
+
+CONFIG_HINT = (
+    "fix that line and start again (examples/ holds a working file for each kind of alias; "
+    "the README's Configuration section lists every option)"
+)
 
 
 class Options(usage.Options):
@@ -17,14 +24,17 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        # Load here so a bad config is a one-line usage error, never a traceback.
+        # Load here so a bad config stops the start with its FILE:LINE and a hint. Not a
+        # UsageError: twistd would print its whole usage text above the one useful line.
         from server_core.config import default_config, load_config
         from server_core.errors import ConfigError
 
         try:
             self["loaded"] = load_config(self["config"]) if self["config"] else default_config()
         except ConfigError as exc:
-            raise usage.UsageError(str(exc)) from None
+            print(f"server-core: {exc}", file=sys.stderr)
+            print(f"server-core: {CONFIG_HINT}", file=sys.stderr)
+            raise SystemExit(1) from None
         if self["port"]:
             from twisted.internet import reactor
             from twisted.internet.endpoints import serverFromString
