@@ -10,7 +10,6 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
-
 CONFIG_HINT = (
     "fix that line and start again (examples/ holds a working file for each kind of alias; "
     "the README's Configuration section lists every option)"
