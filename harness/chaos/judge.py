@@ -22,10 +22,12 @@ invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.chaos_plan import EITHER, FAIL, SUCCEED, RequestPlan
+from harness.chaos.kinds import EITHER, FAIL, SUCCEED
+from harness.chaos.plan import RequestPlan
 from harness.client import (
     CONNECT_ERROR,
     DISCONNECTED,
@@ -72,7 +74,12 @@ class Violation:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
+        """The violation as the JSON report shows it."""
         return {"code": self.code, "detail": self.detail}
+
+
+# Adds one violation: (code, detail).
+_Report = Callable[[str, str], None]
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -96,10 +103,18 @@ def judge(
     def v(code: str, detail: str) -> None:
         out.append(Violation(code, detail))
 
-    outcome = result.outcome
     deadline = plan.deadline if deadline is None else deadline
+    _judge_ending(plan, result, deadline, v)
+    _judge_never_seen(result, expected_model, v)
+    duration = result.duration
+    if result.outcome != TIMEOUT and duration is not None and duration > deadline:
+        v("late", f"ended after {duration:.2f} s, deadline {deadline:.2f} s")
+    return out
 
-    # -- how it ended ---------------------------------------------------------------
+
+def _judge_ending(plan: RequestPlan, result: StreamResult, deadline: float, v: _Report) -> None:
+    """How it ended: one honest ending, or which dishonest one."""
+    outcome = result.outcome
     if outcome == TRUNCATED:
         v("truncated", f"end_reason={result.end_reason} {result.exception or ''}".strip())
     elif outcome == TIMEOUT:
@@ -123,7 +138,9 @@ def judge(
             v("error_without_object", "the error event carries no error object")
         _judge_failure(plan, result, v)
 
-    # -- what must never be seen, whatever the ending -----------------------------------
+
+def _judge_never_seen(result: StreamResult, expected_model: str | None, v: _Report) -> None:
+    """What must never be seen, whatever the ending."""
     if result.after_done:
         v("after_done", "bytes arrived after data: [DONE]")
     if result.done_after_error:
@@ -137,13 +154,9 @@ def judge(
     if expected_model is not None and result.model is not None:
         if result.model != expected_model:
             v("wrong_model", f"model {result.model!r}, expected {expected_model!r}")
-    duration = result.duration
-    if outcome != TIMEOUT and duration is not None and duration > deadline:
-        v("late", f"ended after {duration:.2f} s, deadline {deadline:.2f} s")
-    return out
 
 
-def _judge_done(plan: RequestPlan, result: StreamResult, v: Any) -> None:
+def _judge_done(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
     text = result.text
     whole = text == plan.text or (plan.alt_text is not None and text == plan.alt_text)
     if plan.expect == FAIL and not (plan.skippable and whole):
@@ -163,7 +176,7 @@ def _judge_done(plan: RequestPlan, result: StreamResult, v: Any) -> None:
         v("wrong_text", f"got {_short(text)!r}, expected {_short(plan.text)!r}")
 
 
-def _judge_failure(plan: RequestPlan, result: StreamResult, v: Any) -> None:
+def _judge_failure(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
     """An honest error: fine for FAIL/EITHER plans; for SUCCEED plans a failure the
     request's own faults cannot explain (the runner may excuse it: collateral)."""
     if plan.expect in (FAIL, EITHER):

@@ -1,0 +1,76 @@
+"""The chaos runner's vocabulary: fault kinds, routes, endpoints and expectations.
+
+Pure data. ``KINDS`` is the whole mix (a row of the report each); a run enables the
+kinds it can exercise (``PlanSettings.enabled_kinds`` in ``harness.chaos.plan``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "DIRECT",
+    "EITHER",
+    "FAIL",
+    "KINDS",
+    "LANE",
+    "MANAGED",
+    "NET_KINDS",
+    "SUCCEED",
+    "KindInfo",
+]
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+
+# Routes: an external alias straight to a fake, the managed alias (server_core's own
+# child), or a netfault lane (an external alias whose upstream is a FaultProxy).
+DIRECT = "direct"
+MANAGED = "managed"
+LANE = "lane"
+
+# What the fault must do to the response.
+SUCCEED = "succeed"  # done with the whole text (or disconnected, when the client leaves)
+FAIL = "fail"  # an honest error: http_error or error_event; done is a violation
+EITHER = "either"  # done with the whole text, or an honest error
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """A fault kind of the mix: its weight and what the run must offer for it."""
+
+    weight: float
+    needs: str = ""  # "" | "idle_timeout" | "header_timeout" | "managed" | "lanes"
+    doc: str = ""
+
+
+# The whole vocabulary. Weights are relative; ``--kinds`` restricts the mix.
+KINDS: dict[str, KindInfo] = {
+    "clean": KindInfo(12, doc="no fault"),
+    "ttft": KindInfo(5, doc="time to first token"),
+    "token_delay": KindInfo(6, doc="per-token delay + jitter"),
+    "split_utf8": KindInfo(3, doc="every event in two writes, split inside a UTF-8 character"),
+    "crlf": KindInfo(3, doc="CRLF line endings"),
+    "duplicate": KindInfo(3, doc="one event sent twice (duplicate_after)"),
+    "malformed": KindInfo(3, doc="one `data: {not json` event (malformed_after)"),
+    "stall": KindInfo(3, needs="idle_timeout", doc="stall_after: silence, socket open"),
+    "close": KindInfo(4, doc="close_after: clean end of the body without [DONE]"),
+    "drop": KindInfo(2, doc="drop_after: FIN in the middle of the chunked body"),
+    "reset": KindInfo(4, doc="reset_after: TCP RST"),
+    "error": KindInfo(4, doc="error_after: mid-stream error event"),
+    "legacy_error": KindInfo(3, doc="legacy_error_after: `error:` line then [DONE]"),
+    "status": KindInfo(3, doc="status=N before any byte"),
+    "hang": KindInfo(2, needs="header_timeout", doc="hang: no byte ever"),
+    "crash": KindInfo(1.5, needs="managed", doc="crash_after on the managed alias"),
+    "disconnect": KindInfo(4, doc="the client leaves after N events"),
+    "net_latency": KindInfo(2, needs="lanes", doc="netfault latency + jitter"),
+    "net_bandwidth": KindInfo(1, needs="lanes", doc="netfault bandwidth"),
+    "net_slicer": KindInfo(2, needs="lanes", doc="netfault slicer"),
+    "net_slow_close": KindInfo(1, needs="lanes", doc="netfault slow_close"),
+    "net_reset_peer": KindInfo(2, needs="lanes", doc="netfault reset_peer"),
+    "net_limit_data": KindInfo(2, needs="lanes", doc="netfault limit_data"),
+    "net_timeout": KindInfo(1, needs="lanes", doc="netfault timeout"),
+}
+NET_KINDS = frozenset(k for k in KINDS if k.startswith("net_"))

@@ -1,0 +1,136 @@
+"""The chaos runner's plan of one request: which fault, what an honest end looks like.
+
+Pure data. Each ``RequestPlan`` carries its primary fault *kind* (a row of the report),
+the ``X-Fault`` SPEC for the fake upstream, an optional netfault toxic, an optional
+client disconnect, and what the judge needs: the deterministic text the fake generates
+(``expected_text``), the number of events of a complete stream (``stream_events``),
+whether the fault must end the response with an error (``expect``) and the time it may
+take. ``PlanSettings`` is what a run offers (aliases, lanes, timeouts, margins).
+
+Plans are drawn from a seed by ``harness.chaos.draw``; the vocabulary (kinds, routes,
+expectations) is in ``harness.chaos.kinds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.chaos.kinds import CHAT, KINDS
+from harness.chaos.toxics import ToxicPlan
+
+__all__ = ["PlanSettings", "RequestPlan", "stream_events"]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What the run offers; everything here shapes the draws (and goes into the
+    reproduce command)."""
+
+    aliases: tuple[str, ...] = ("chaos-a",)  # direct routes (external aliases / --model)
+    managed_alias: str | None = None
+    lanes: int = 0  # netfault lanes (0: no network faults)
+    kinds: tuple[str, ...] = tuple(KINDS)  # enabled kinds (filtered by what is offered)
+    stream_ratio: float = 0.8
+    managed_ratio: float = 0.1  # share of non-crash requests sent to the managed alias
+    fake_seed: int = 0  # the fakes' --seed (the text depends on it)
+    n_ctx: int | None = None  # per-slot context of the fakes (None: the fake's default)
+    idle_timeout: float | None = None  # the server's upstream idle timeout (stall)
+    header_timeout: float | None = None  # the server's upstream header timeout (hang)
+    delay_scale: float = 1.0  # multiplies every injected delay
+    margin: float = 5.0  # seconds of slack on every deadline
+    managed_margin: float = 15.0  # extra slack on the managed alias (restarts)
+
+    def enabled_kinds(self) -> list[str]:
+        """The kinds of the mix that this run can exercise, in table order."""
+        offered = {
+            "": True,
+            "idle_timeout": self.idle_timeout is not None and self.header_timeout is not None,
+            "header_timeout": self.header_timeout is not None,
+            "managed": self.managed_alias is not None,
+            "lanes": self.lanes > 0,
+        }
+        wanted = set(self.kinds)
+        return [k for k, info in KINDS.items() if k in wanted and offered[info.needs]]
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """One request of a run and what an honest end of it looks like."""
+
+    index: int
+    kind: str
+    route: str  # DIRECT | MANAGED | LANE
+    alias: str | None  # None for LANE (a free lane is picked at run time)
+    endpoint: str  # CHAT | COMPLETIONS
+    body: dict[str, Any]
+    spec: str  # X-Fault SPEC ("" = no header)
+    toxic: ToxicPlan | None
+    disconnect_after: int | None
+    expect: str  # SUCCEED | FAIL | EITHER
+    skippable: bool  # the SPEC has p<1: the fake may skip the whole fault set
+    tokens: tuple[str, ...]
+    finish_reason: str
+    alt_text: str | None  # duplicate_after relayed as-is: the text with one token twice
+    n_events: int  # data events of a complete stream ([DONE] included); 0 non-stream
+    delay: float  # seconds the faults may add to a healthy answer
+    deadline: float  # delay + margins: the response must have ended by then
+    # Side effects on others: the upstream may close this request's connection right
+    # after a response that looked complete to the HTTP layer (a pooled connection that
+    # is about to close), or the upstream process dies with every stream it serves.
+    closes_connection: bool = False
+    kills_process: bool = False
+
+    @property
+    def stream(self) -> bool:
+        """Whether the request asks for an SSE stream."""
+        return bool(self.body.get("stream"))
+
+    @property
+    def text(self) -> str:
+        """The whole text the fake generates for this request."""
+        return "".join(self.tokens)
+
+    def describe(self) -> str:
+        """One line: kind, route, stream, SPEC, toxic, disconnect."""
+        parts = [
+            self.kind,
+            self.route if self.alias is None else f"{self.route}:{self.alias}",
+            "stream" if self.stream else "json",
+            "chat" if self.endpoint == CHAT else "completions",
+        ]
+        if self.spec:
+            parts.append(f"X-Fault: {self.spec}")
+        if self.toxic:
+            parts.append(f"toxic {self.toxic.describe()}")
+        if self.disconnect_after is not None:
+            parts.append(f"disconnect_after={self.disconnect_after}")
+        return " | ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the JSON report shows it."""
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "route": self.route,
+            "alias": self.alias,
+            "endpoint": self.endpoint,
+            "stream": self.stream,
+            "spec": self.spec,
+            "toxic": None if self.toxic is None else self.toxic.describe(),
+            "disconnect_after": self.disconnect_after,
+            "expect": self.expect,
+            "skippable": self.skippable,
+            "tokens": len(self.tokens),
+            "n_events": self.n_events,
+            "deadline": round(self.deadline, 3),
+        }
+
+
+def stream_events(endpoint: str, n_tokens: int, include_usage: bool) -> int:
+    """Data events of a complete fake stream, ``[DONE]`` included (the fake's counting
+    rule): chat = role chunk + tokens + finish chunk (+ usage chunk) + [DONE];
+    completions = tokens + final chunk + [DONE]."""
+    if endpoint == CHAT:
+        return n_tokens + 3 + (1 if include_usage else 0)
+    return n_tokens + 2

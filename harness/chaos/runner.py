@@ -1,0 +1,252 @@
+"""The chaos run: start the stack (spawn mode), send every planned request, judge it.
+
+``run_chaos(options)`` draws the plans (``harness.chaos.draw``), starts fakes, netfault
+lanes and server-core (spawn mode, ``harness.chaos.stack``) or uses a running server
+(target mode), sends the requests at the wanted concurrency, lends each ``net_*``
+request a lane with its toxic, judges every end (``harness.chaos.judge``), excuses the
+collateral (``harness.chaos.collateral``), runs the after-run checks
+(``harness.chaos.checks``) and returns a ``ChaosReport``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from twisted.internet import defer
+
+from harness.chaos.checks import after_run_checks, target_checks
+from harness.chaos.collateral import attribute_collateral
+from harness.chaos.draw import generate_plans
+from harness.chaos.judge import judge
+from harness.chaos.kinds import LANE
+from harness.chaos.options import ChaosOptions
+from harness.chaos.plan import RequestPlan
+from harness.chaos.records import RequestRecord
+from harness.chaos.report import ChaosReport
+from harness.chaos.stack import Lane, SpawnedStack
+from harness.client import DONE, StreamResult, stream_request
+from harness.netfault import Toxic
+
+__all__ = ["CLIENT_GRACE", "run_chaos"]
+
+# Extra seconds the client waits past a request's deadline before it gives up, so a
+# late answer shows as `late` (with its time) rather than as a bare `timeout`.
+CLIENT_GRACE = 5.0
+
+Say = Callable[[str], None]
+
+
+class _Target:
+    """Target mode: someone else's server."""
+
+    def __init__(self, url: str, model: str, expect_model: str | None) -> None:
+        self.url = url
+        self.model = model
+        self.expected = expect_model or model
+
+    def expected_model(self, alias: str) -> str:
+        return self.expected
+
+
+async def run_chaos(
+    options: ChaosOptions,
+    reactor: Any = None,
+    log: Say | None = None,
+) -> ChaosReport:
+    """Run the chaos described by ``options`` on ``reactor`` (default: the global one).
+
+    ``log`` receives progress lines (default: stderr). Never raises for what the server
+    does: everything lands in the report (``setup_error`` when the stack did not start).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.time()
+    t0 = reactor.seconds()
+    settings = options.plan_settings()
+    if options.only_request is not None:
+        plans = [generate_plans(settings, options.seed, options.only_request + 1)[-1]]
+    else:
+        plans = generate_plans(settings, options.seed, options.requests)
+    if options.spawn:
+        return await _run_spawned(options, plans, reactor, say, (started, t0))
+    assert options.target is not None and options.model is not None
+    target = _Target(options.target, options.model, options.expect_model)
+    records = await _run_and_attribute(options, plans, target, reactor, say)
+    checks = await target_checks(options, reactor)
+    return ChaosReport(options, records, checks, started, reactor.seconds() - t0)
+
+
+async def _run_spawned(
+    options: ChaosOptions,
+    plans: Sequence[RequestPlan],
+    reactor: Any,
+    say: Say,
+    times: tuple[float, float],
+) -> ChaosReport:
+    """Spawn mode: start the stack, warm it up, run, check, and always stop it.
+    ``times`` is (wall clock, reactor clock) at the start of the run."""
+    started, t0 = times
+    say(f"chaos: starting {options.fakes} fakes, {options.proxies} lanes, server-core")
+    try:
+        stack = await SpawnedStack.start(options.stack_settings(), reactor)
+    except Exception as exc:
+        return ChaosReport(options, [], [], started, 0.0, setup_error=_describe(exc))
+    # Ctrl-C stops the reactor: stop the children first.
+    shutdown_trigger = reactor.addSystemEventTrigger("before", "shutdown", stack.stop)
+    try:
+        say(f"chaos: server-core pid {stack.pid} on {stack.url} (dir {stack.tmpdir})")
+        warm = await _warmup(stack, reactor)
+        if warm:
+            tail = "\n".join(stack.log_tail())
+            return ChaosReport(
+                options, [], [], started, 0.0, setup_error=f"warmup failed: {warm}\n{tail}"
+            )
+        base_census = stack.census()
+        base_rss = stack.rss_kib()
+        records = await _run_and_attribute(options, plans, stack, reactor, say)
+        checks = await after_run_checks(options, stack, reactor, base_census, base_rss)
+    finally:
+        reactor.removeSystemEventTrigger(shutdown_trigger)
+        await stack.stop()
+    return ChaosReport(options, records, checks, started, reactor.seconds() - t0)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if str(exc) else text
+
+
+async def _warmup(stack: SpawnedStack, reactor: Any) -> str | None:
+    """One clean request per alias (starts the managed child, fills nothing else)."""
+    aliases = [*stack.settings.direct_aliases, *(lane.alias for lane in stack.lanes)]
+    if stack.managed_alias:
+        aliases.append(stack.managed_alias)
+    for alias in aliases:
+        body = {
+            "model": alias,
+            "messages": [{"role": "user", "content": "chaos warmup"}],
+            "max_tokens": 4,
+            "stream": True,
+        }
+        r = await stream_request(
+            stack.url + "/v1/chat/completions",
+            body,
+            timeout=stack.settings.start_timeout + 10,
+            reactor=reactor,
+        )
+        if r.outcome != DONE:
+            return f"{alias}: {r.outcome} {r.summary()}"
+    return None
+
+
+async def _run_and_attribute(
+    options: ChaosOptions,
+    plans: Sequence[RequestPlan],
+    env: SpawnedStack | _Target,
+    reactor: Any,
+    say: Say,
+) -> list[RequestRecord]:
+    say(f"chaos: seed {options.seed}: {len(plans)} request(s), concurrency {options.concurrency}")
+    runner = _PlanRunner(options, env, reactor, say, total=len(plans))
+    pending = iter(plans)
+    workers = [
+        defer.ensureDeferred(runner.work(pending))
+        for _ in range(min(options.concurrency, len(plans)))
+    ]
+    await defer.gatherResults(workers, consumeErrors=True)
+    records = sorted(runner.records, key=lambda r: r.plan.index)
+    attribute_collateral(records, strict=options.strict)
+    return records
+
+
+class _PlanRunner:
+    """Sends planned requests, lends each lane to one request at a time, judges every
+    end and says how far it got every ``progress_every`` requests."""
+
+    def __init__(
+        self,
+        options: ChaosOptions,
+        env: SpawnedStack | _Target,
+        reactor: Any,
+        say: Say,
+        total: int,
+    ) -> None:
+        self.options = options
+        self.env = env
+        self.reactor = reactor
+        self.say = say
+        self.total = total
+        self.records: list[RequestRecord] = []
+        self.lanes: defer.DeferredQueue[Lane] = defer.DeferredQueue()
+        if isinstance(env, SpawnedStack):
+            for lane in env.lanes:
+                self.lanes.put(lane)
+        self.t_begin = reactor.seconds()
+        self.n_violations = self.n_unexplained = 0
+
+    async def work(self, pending: Iterator[RequestPlan]) -> None:
+        """One worker: take the next plan until none is left."""
+        for plan in pending:
+            record = await self.one(plan)
+            self.records.append(record)
+            codes = [v.code for v in record.violations]
+            if codes == ["unexpected_failure"]:
+                self.n_unexplained += 1  # may turn out to be collateral of another fault
+            else:
+                self.n_violations += len(codes)
+            self._progress()
+
+    def _progress(self) -> None:
+        done = len(self.records)
+        every = self.options.progress_every
+        if every and (done % every == 0 or done == self.total):
+            rate = done / max(1e-9, self.reactor.seconds() - self.t_begin)
+            self.say(
+                f"chaos: {done}/{self.total} requests, {rate:.1f} req/s, "
+                f"{self.n_violations} violation(s), {self.n_unexplained} failure(s) to attribute"
+            )
+
+    async def one(self, plan: RequestPlan) -> RequestRecord:
+        """Send one planned request and judge its end."""
+        lane: Lane | None = None
+        if plan.route == LANE:
+            lane = await self.lanes.get()
+            alias = lane.alias
+            if plan.toxic is not None:
+                toxic = Toxic.create(
+                    plan.toxic.type, stream=plan.toxic.stream, attributes=plan.toxic.attributes
+                )
+                lane.proxy.install(toxic)
+        else:
+            assert plan.alias is not None
+            alias = plan.alias
+        t_start = self.reactor.seconds()
+        try:
+            result = await self._send(plan, alias)
+        finally:
+            if lane is not None:
+                lane.proxy.reset()
+                self.lanes.put(lane)
+        t_end = self.reactor.seconds()
+        expected_model = self.env.expected_model(alias)
+        record = RequestRecord(plan, alias, expected_model, result, t_start, t_end)
+        record.violations = judge(plan, result, expected_model=expected_model)
+        return record
+
+    async def _send(self, plan: RequestPlan, alias: str) -> StreamResult:
+        headers = {"X-Fault": plan.spec} if plan.spec else None
+        return await stream_request(
+            self.env.url + plan.endpoint,
+            dict(plan.body, model=alias),
+            headers=headers,
+            timeout=plan.deadline + CLIENT_GRACE,
+            reactor=self.reactor,
+            max_events=0,
+            disconnect_after=plan.disconnect_after,
+        )
