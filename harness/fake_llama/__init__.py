@@ -11,6 +11,7 @@ Public API::
 See docs/fake-llama-server.md.
 """
 
+from harness.fake_llama.config import FakeConfig, Stats
 from harness.fake_llama.faults import Faults, FaultSpecError, parse_duration, parse_faults
 from harness.fake_llama.generate import (
     VOCABULARY,
@@ -20,14 +21,7 @@ from harness.fake_llama.generate import (
     plan_generation,
 )
 from harness.fake_llama.process import FakeLlamaProcess, ProcessExited
-from harness.fake_llama.server import (
-    BindError,
-    FakeConfig,
-    FakeServer,
-    LoadError,
-    Stats,
-    start_fake_server,
-)
+from harness.fake_llama.server import BindError, FakeServer, LoadError, start_fake_server
 from harness.fake_llama.templates import ChatTemplate, TemplateError, resolve_template
 
 __all__ = [

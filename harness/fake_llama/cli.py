@@ -1,5 +1,6 @@
-"""``fake-llama-server``: the fake as a process, with llama-server's command line.
+"""``fake-llama-server``: llama-server's command line, parsed, then the process runs.
 
+``parse_args`` and ``main`` live here; ``runner.py`` holds the process itself.
 Process behaviour copied from llama-server:
 
 * logs go to **stderr** (llama.cpp's logger writes every level but plain output
@@ -11,29 +12,34 @@ Process behaviour copied from llama-server:
   its handler only after loading); afterwards the first one shuts down gracefully
   (exit 0), a second one prints ``Received second interrupt, terminating
   immediately.`` and exits 1;
-* a missing model file or a bind failure exit 1 with llama-server's messages.
+* a missing model file, a bind failure or a chat template llama-server refuses
+  exit 1 with llama-server's messages.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any
 
+from harness.fake_llama.config import FakeConfig
 from harness.fake_llama.faults import Faults, FaultSpecError, parse_faults
-from harness.fake_llama.server import BindError, FakeConfig, FakeServer
+from harness.fake_llama.runner import ENV_NEW_PGRP, ENV_PARENT_PID, Runner, log_to_stderr
 from harness.fake_llama.templates import TemplateError, resolve_template
 
-__all__ = ["ENV_FAULT", "CliOptions", "UsageError", "main", "parse_args"]
+__all__ = [
+    "ENV_FAULT",
+    "ENV_NEW_PGRP",
+    "ENV_PARENT_PID",
+    "CliOptions",
+    "UsageError",
+    "main",
+    "parse_args",
+]
 
 ENV_FAULT = "FAKE_LLAMA_FAULT"
-ENV_PARENT_PID = "FAKE_LLAMA_PARENT_PID"  # exit when this parent goes away (no orphans)
-ENV_NEW_PGRP = "FAKE_LLAMA_NEW_PGRP"  # start a new process group
 
 USAGE = """\
 usage: fake-llama-server -m FNAME [options]
@@ -124,6 +130,8 @@ class UsageError(Exception):
 
 @dataclass
 class CliOptions:
+    """The parsed command line: llama-server's flags the fake understands."""
+
     model: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -149,6 +157,7 @@ class CliOptions:
     ignored: list[str] = field(default_factory=list)
 
     def to_config(self, faults: Faults) -> FakeConfig:
+        """The server settings these options ask for, with the merged fault set."""
         return FakeConfig(
             model_path=self.model,
             alias=self.alias,
@@ -195,21 +204,10 @@ def parse_args(argv: Sequence[str]) -> tuple[CliOptions, list[str]]:
     args = list(argv)
     i = 0
     while i < len(args):
-        arg = args[i]
+        arg, inline = args[i], None
         i += 1
-        inline: str | None = None
         if arg.startswith("--") and "=" in arg:
             arg, inline = arg.split("=", 1)
-        if arg in ("-h", "--help", "--usage"):
-            opts.help = True
-            continue
-        if arg == "--version":
-            opts.version = True
-            continue
-        if arg in _BOOL_FLAGS:
-            name, value = _BOOL_FLAGS[arg]
-            setattr(opts, name, value)
-            continue
         if arg in _VALUE_FLAGS:
             if inline is None:
                 if i >= len(args):
@@ -217,27 +215,49 @@ def parse_args(argv: Sequence[str]) -> tuple[CliOptions, list[str]]:
                 inline = args[i]
                 i += 1
             _apply(opts, arg, _VALUE_FLAGS[arg], inline)
-            continue
-        if arg.startswith("-") and len(arg) > 1:
+        elif _switch(opts, arg):
+            pass
+        elif arg.startswith("-") and len(arg) > 1:
             ignored = [arg if inline is None else f"{arg}={inline}"]
-            if inline is None and i < len(args):
-                nxt = args[i]
-                if not nxt.startswith("-") or _NEGATIVE_NUMBER.match(nxt):
-                    ignored.append(nxt)
-                    i += 1
+            if inline is None and i < len(args) and _is_value(args[i]):
+                ignored.append(args[i])
+                i += 1
             opts.ignored.extend(ignored)
             warnings.append(
                 f"warn: fake-llama-server ignores llama-server flag: {' '.join(ignored)}"
             )
-            continue
-        raise UsageError(f"error: invalid argument: {arg}")
+        else:
+            raise UsageError(f"error: invalid argument: {arg}")
+    _check_template(opts)
+    return opts, warnings
+
+
+def _switch(opts: CliOptions, arg: str) -> bool:
+    """Apply a flag without a value; False if ``arg`` is not one."""
+    if arg in ("-h", "--help", "--usage"):
+        opts.help = True
+    elif arg == "--version":
+        opts.version = True
+    elif arg in _BOOL_FLAGS:
+        name, value = _BOOL_FLAGS[arg]
+        setattr(opts, name, value)
+    else:
+        return False
+    return True
+
+
+def _is_value(token: str) -> bool:
+    """Whether the token after an unknown flag is taken as that flag's value."""
+    return not token.startswith("-") or _NEGATIVE_NUMBER.match(token) is not None
+
+
+def _check_template(opts: CliOptions) -> None:
+    # llama-server checks the template once every flag is read (so flag order does
+    # not matter) and exits 1.
     try:
-        # llama-server checks the template once every flag is read (so flag order
-        # does not matter) and exits 1.
         resolve_template(opts.chat_template, jinja=opts.jinja)
     except TemplateError as e:
         raise UsageError(str(e)) from None
-    return opts, warnings
 
 
 def _apply(opts: CliOptions, flag: str, name: str, value: str) -> None:
@@ -268,154 +288,42 @@ def _apply(opts: CliOptions, flag: str, name: str, value: str) -> None:
         raise AssertionError(name)
 
 
-def _stderr(line: str) -> None:
-    # Once the parent is gone the pipe is broken: a log line must never stop the
-    # process from exiting (or from handling SIGTERM).
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-class _Runner:
-    """Runs one FakeServer as the whole process."""
-
-    def __init__(self, config: FakeConfig) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.config = config
-        self.exit_code = 0
-        self.terminating = False
-        self.server = FakeServer(
-            config,
-            reactor,
-            log=_stderr,
-            on_load_failed=self._load_failed,
-            on_crash=self._crash,
-        )
-
-    def run(self) -> int:
-        pf = self.server.process_faults
-        if os.environ.get(ENV_NEW_PGRP):
-            try:
-                os.setpgrp()
-            except OSError:
-                pass
-        self._install_signals(ignore_term=pf.ignore_sigterm)
-        try:
-            self.server.listen()
-        except BindError:
-            return 1
-        self.server.start_loading()
-        self._watch_parent()
-        self.reactor.run(installSignalHandlers=False)
-        sys.stderr.flush()
-        return self.exit_code
-
-    # -- signals ---------------------------------------------------------------------
-
-    def _install_signals(self, *, ignore_term: bool) -> None:
-        signal.signal(signal.SIGINT, self._on_signal)
-        if ignore_term:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            _stderr("srv  fake: (ignore_sigterm) SIGTERM will be ignored")
-        else:
-            signal.signal(signal.SIGTERM, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.server.state in ("new", "loading"):
-            # llama-server installs its handler only after the model loaded: before
-            # that the default action applies and the process dies by the signal.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        if self.terminating:
-            try:
-                _stderr("Received second interrupt, terminating immediately.")
-            finally:
-                os._exit(1)
-        self.terminating = True
-        self.reactor.callFromThread(self._graceful)
-
-    def _graceful(self) -> None:
-        self.server.log("srv    operator(): operator(): cleaning up before exit...")
-        delay = self.server.process_faults.shutdown_delay
-
-        def stopped(_: object) -> None:
-            self.server.log("srv    operator(): HTTP server stopped")
-            self.reactor.callLater(delay, self._stop_reactor)
-
-        self.server.stop(abort=False).addCallback(stopped)
-
-    def _stop_reactor(self) -> None:
-        if self.reactor.running:
-            self.reactor.stop()
-
-    # -- lifecycle hooks -------------------------------------------------------------
-
-    def _load_failed(self, server: FakeServer, reason: str) -> None:
-        self.exit_code = 1
-        self.reactor.callLater(0, self._stop_reactor)
-
-    def _crash(self, server: FakeServer) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-    def _watch_parent(self) -> None:
-        pid = os.environ.get(ENV_PARENT_PID)
-        if not pid or not pid.isdigit():
-            return
-        from twisted.internet.task import LoopingCall
-
-        def check() -> None:
-            if os.getppid() != int(pid):
-                try:
-                    _stderr("srv  fake: parent process is gone, exiting")
-                finally:
-                    os._exit(1)
-
-        LoopingCall(check).start(0.5, now=False)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         opts, warnings = parse_args(argv)
     except UsageError as e:
-        _stderr(str(e))
+        log_to_stderr(str(e))
         return 1
     if opts.help:
         sys.stdout.write(USAGE)
         return 0
     if opts.version:
-        _stderr("version: 0 (fakellama)\nbuilt with python for fake-llama-server")
+        log_to_stderr("version: 0 (fakellama)\nbuilt with python for fake-llama-server")
         return 0
     for w in warnings:
-        _stderr(w)
+        log_to_stderr(w)
     try:
         faults = parse_faults(os.environ.get(ENV_FAULT, ""))
         for spec in opts.faults:
             faults = faults.merged(parse_faults(spec))
     except FaultSpecError as e:
-        _stderr(f"error: invalid fault spec: {e}")
+        log_to_stderr(f"error: invalid fault spec: {e}")
         return 1
     if opts.model is None:
-        _stderr("error: fake-llama-server needs -m/--model (router mode is not imitated)")
+        log_to_stderr("error: fake-llama-server needs -m/--model (router mode is not imitated)")
         return 1
     if opts.parallel < 1:
         opts.parallel = 1
-    _stderr("build: 0 (fakellama) with python for fake-llama-server")
-    _stderr(
+    log_to_stderr("build: 0 (fakellama) with python for fake-llama-server")
+    log_to_stderr(
         f"system info: fake-llama-server (harness.fake_llama), seed = {opts.seed}, "
         f"faults = '{faults.to_spec()}'"
     )
     if opts.api_keys:
-        _stderr(f"srv         init: api_keys: ****{opts.api_keys[0][-4:]}")
-    return _Runner(opts.to_config(faults)).run()
+        log_to_stderr(f"srv         init: api_keys: ****{opts.api_keys[0][-4:]}")
+    return Runner(opts.to_config(faults)).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

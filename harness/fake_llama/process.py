@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from harness.fake_llama.cli import ENV_NEW_PGRP, ENV_PARENT_PID
+from harness.fake_llama.runner import ENV_NEW_PGRP, ENV_PARENT_PID
 
 __all__ = ["FakeLlamaProcess", "ProcessExited"]
 

@@ -8,9 +8,9 @@ ended with FIN, RST or not at all (idle). Not a general HTTP client.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
@@ -138,93 +138,125 @@ class _RawProtocol(Protocol):
             self._close(abort=self.f.abort_on_disconnect)
 
     def _parse(self) -> None:
-        res = self.res
+        """Consume ``buf`` stage by stage until a stage needs more bytes (or is done)."""
         while True:
-            if self.stage == "status":
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = self.buf[:end].decode("latin-1")
-                self.buf = self.buf[end + 4 :]
-                lines = head.split("\r\n")
-                parts = lines[0].split(" ", 2)
-                res.status = int(parts[1])
-                res.reason = parts[2] if len(parts) > 2 else ""
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    res.headers.setdefault(name.strip().lower(), []).append(value.strip())
-                res.t_headers = self.f.reactor.seconds()
-                if self.f.method == "HEAD" or res.status in (204, 304):
-                    self._complete()  # no body, whatever the headers announce
-                    return
-                te = (res.header("transfer-encoding") or "").lower()
-                cl = res.header("content-length")
-                if "chunked" in te:
-                    self.chunked = True
-                    self.stage = "chunk-size"
-                elif cl is not None:
-                    self.remaining = int(cl)
-                    self.stage = "length"
-                    if self.remaining == 0:
-                        self._complete()
-                        return
-                else:
-                    self.stage = "until-close"
-            elif self.stage == "chunk-size":
-                end = self.buf.find(b"\r\n")
-                if end < 0:
-                    return
-                size = int(self.buf[:end].split(b";")[0], 16)
-                self.buf = self.buf[end + 2 :]
-                if size == 0:
-                    self.stage = "trailer"
-                else:
-                    self.remaining = size
-                    res.chunks.append(b"")
-                    self.stage = "chunk-data"
-            elif self.stage == "chunk-data":
-                assert self.remaining is not None
-                if not self.buf:
-                    return
-                take = self.buf[: self.remaining]
-                self.buf = self.buf[len(take) :]
-                self.remaining -= len(take)
-                res.chunks[-1] += take
-                self._body_bytes(take)
-                if self.remaining == 0:
-                    self.stage = "chunk-end"
-            elif self.stage == "chunk-end":
-                if len(self.buf) < 2:
-                    return
-                self.buf = self.buf[2:]
-                self.stage = "chunk-size"
-            elif self.stage == "trailer":
-                end = self.buf.find(b"\r\n")
-                if end < 0:
-                    return
-                trailer = self.buf[:end]
-                self.buf = self.buf[end + 2 :]
-                if not trailer:
-                    self._complete()
-                    return
-            elif self.stage == "length":
-                assert self.remaining is not None
-                if not self.buf:
-                    return
-                take = self.buf[: self.remaining]
-                self.buf = self.buf[len(take) :]
-                self.remaining -= len(take)
-                self._body_bytes(take)
-                if self.remaining == 0:
-                    self._complete()
-                    return
-            elif self.stage == "until-close":
-                if self.buf:
-                    data, self.buf = self.buf, b""
-                    self._body_bytes(data)
+            step = self._STAGES.get(self.stage)
+            if step is None or not step(self):
                 return
-            else:
-                return
+
+    # Each stage consumes what it can; True = go on with the next stage.
+
+    def _stage_status(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = self.buf[:end].decode("latin-1")
+        self.buf = self.buf[end + 4 :]
+        self._read_head(head)
+        res = self.res
+        if self.f.method == "HEAD" or res.status in (204, 304):
+            self._complete()  # no body, whatever the headers announce
+            return False
+        te = (res.header("transfer-encoding") or "").lower()
+        cl = res.header("content-length")
+        if "chunked" in te:
+            self.chunked = True
+            self.stage = "chunk-size"
+        elif cl is not None:
+            self.remaining = int(cl)
+            self.stage = "length"
+            if self.remaining == 0:
+                self._complete()
+                return False
+        else:
+            self.stage = "until-close"
+        return True
+
+    def _read_head(self, head: str) -> None:
+        res = self.res
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        res.status = int(parts[1])
+        res.reason = parts[2] if len(parts) > 2 else ""
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            res.headers.setdefault(name.strip().lower(), []).append(value.strip())
+        res.t_headers = self.f.reactor.seconds()
+
+    def _stage_chunk_size(self) -> bool:
+        end = self.buf.find(b"\r\n")
+        if end < 0:
+            return False
+        size = int(self.buf[:end].split(b";")[0], 16)
+        self.buf = self.buf[end + 2 :]
+        if size == 0:
+            self.stage = "trailer"
+        else:
+            self.remaining = size
+            self.res.chunks.append(b"")
+            self.stage = "chunk-data"
+        return True
+
+    def _take(self) -> bytes:
+        """Up to ``remaining`` body bytes from ``buf`` (b"" when it is empty)."""
+        assert self.remaining is not None
+        take = self.buf[: self.remaining]
+        self.buf = self.buf[len(take) :]
+        self.remaining -= len(take)
+        return take
+
+    def _stage_chunk_data(self) -> bool:
+        if not self.buf:
+            return False
+        take = self._take()
+        self.res.chunks[-1] += take
+        self._body_bytes(take)
+        if self.remaining == 0:
+            self.stage = "chunk-end"
+        return True
+
+    def _stage_chunk_end(self) -> bool:
+        if len(self.buf) < 2:
+            return False
+        self.buf = self.buf[2:]
+        self.stage = "chunk-size"
+        return True
+
+    def _stage_trailer(self) -> bool:
+        end = self.buf.find(b"\r\n")
+        if end < 0:
+            return False
+        trailer = self.buf[:end]
+        self.buf = self.buf[end + 2 :]
+        if not trailer:
+            self._complete()
+            return False
+        return True
+
+    def _stage_length(self) -> bool:
+        if not self.buf:
+            return False
+        self._body_bytes(self._take())
+        if self.remaining == 0:
+            self._complete()
+            return False
+        return True
+
+    def _stage_until_close(self) -> bool:
+        if self.buf:
+            data, self.buf = self.buf, b""
+            self._body_bytes(data)
+        return False
+
+    _STAGES: ClassVar[dict[str, Callable[[_RawProtocol], bool]]] = {
+        "status": _stage_status,
+        "chunk-size": _stage_chunk_size,
+        "chunk-data": _stage_chunk_data,
+        "chunk-end": _stage_chunk_end,
+        "trailer": _stage_trailer,
+        "length": _stage_length,
+        "until-close": _stage_until_close,
+    }
 
     def _complete(self) -> None:
         self.res.complete = True

@@ -1,7 +1,8 @@
-"""The fake llama-server itself: configuration, lifecycle, connections, stats.
+"""The fake llama-server itself: lifecycle (bind, load, stop, crash) and fault sets.
 
 ``FakeServer`` is used both in-process (``start_fake_server``) and by the
-``fake-llama-server`` command line (``cli.py``); the HTTP API lives in ``app.py``.
+``fake-llama-server`` command line (``cli.py``, ``runner.py``). Its settings are
+``config.FakeConfig`` (re-exported here), its HTTP API is ``resource.py``.
 """
 
 from __future__ import annotations
@@ -9,23 +10,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Site
 
+from harness.fake_llama._server_view import Abortable
+from harness.fake_llama.config import FakeConfig, Stats
+from harness.fake_llama.connections import Connections, TrackingSite
 from harness.fake_llama.faults import REQUEST_KEYS, Faults, parse_faults
-from harness.fake_llama.generate import DEFAULT_N_CTX
+from harness.fake_llama.resource import FakeLlamaResource
 from harness.fake_llama.slots import SlotPool
 from harness.fake_llama.templates import TemplateError, resolve_template
-
-if TYPE_CHECKING:
-    from harness.fake_llama.app import _BaseJob
 
 __all__ = [
     "BindError",
@@ -43,97 +41,6 @@ class BindError(Exception):
 
 class LoadError(Exception):
     """Loading the "model" failed (missing file, ``crash_on_load``)."""
-
-
-@dataclass
-class FakeConfig:
-    """Settings of one fake server; the fields mirror llama-server's flags."""
-
-    model_path: str | None = None  # -m; None in-process = no file check
-    alias: str | None = None  # -a; default: model file name, else "fake-model"
-    host: str = "127.0.0.1"
-    port: int = 0  # 0 = any free port
-    ctx_size: int = DEFAULT_N_CTX  # -c, shared by the slots
-    parallel: int = 1  # -np
-    api_keys: tuple[str, ...] = ()
-    embeddings: bool = False  # --embeddings: embeddings only, no completions
-    metrics: bool = False  # --metrics
-    slots_endpoint: bool = True  # --slots / --no-slots
-    props_endpoint: bool = False  # --props (POST /props)
-    webui: bool = True
-    jinja: bool = True  # --jinja / --no-jinja: how chat_template is read
-    chat_template: str | None = None  # --chat-template(-file): text, or a name with no jinja
-    n_gpu_layers: str = "auto"
-    sse_ping_interval: float = 30.0  # seconds of silence before a ":" ping; <= 0 disables
-    seed: int = 0
-    n_predict: int = -1  # -n default token limit; -1 = until EOS
-    faults: str | Faults = ""
-    verbose: bool = False
-    extra_args: tuple[str, ...] = ()  # llama-server flags the fake accepts and ignores
-
-    @property
-    def model_alias(self) -> str:
-        if self.alias:
-            return self.alias.split(",")[0].strip()
-        if self.model_path:
-            return os.path.basename(self.model_path.rstrip("/")) or "fake-model"
-        return "fake-model"
-
-    @property
-    def aliases(self) -> list[str]:
-        if self.alias:
-            return [a.strip() for a in self.alias.split(",") if a.strip()]
-        return [self.model_alias]
-
-    @property
-    def n_ctx_slot(self) -> int:
-        """Context per slot: llama-server splits ``-c`` between ``-np`` slots."""
-        return max(1, self.ctx_size // max(1, self.parallel))
-
-
-@dataclass
-class Stats:
-    """Counters observable in-process and through ``/metrics``."""
-
-    requests: int = 0  # generation requests that reached a handler
-    cancelled: int = 0  # generations abandoned because the client disconnected
-    completed: int = 0  # responses that ended normally
-    faulted: int = 0  # responses ended by an injected fault
-    prompt_tokens: int = 0
-    predicted_tokens: int = 0
-    prompt_seconds: float = 0.0
-    predicted_seconds: float = 0.0
-    decode_calls: int = 0
-
-
-class _Channel(HTTPChannel):
-    """HTTPChannel that registers with its FakeServer so stop() can close it."""
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        try:
-            # Token timing must not be distorted by Nagle + delayed ACK.
-            cast(Any, self.transport).setTcpNoDelay(True)
-        except Exception:  # noqa: S110 - not every transport is TCP
-            pass
-        cast(_Site, self.factory).fake._channel_made(self)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        try:
-            super().connectionLost(reason)
-        finally:
-            cast(_Site, self.factory).fake._channel_lost(self)
-
-
-class _Site(Site):
-    protocol = _Channel  # type: ignore[assignment]
-
-    def __init__(self, resource: Any, fake: FakeServer, reactor: Any) -> None:
-        super().__init__(resource, reactor=reactor)
-        self.fake = fake
-
-    def log(self, request: Any) -> None:
-        """Access logging goes through the fake's own verbose log instead."""
 
 
 class FakeServer:
@@ -178,16 +85,14 @@ class FakeServer:
         self._port: IListeningPort | None = None
         self._load_call: IDelayedCall | None = None
         self._ready_waiters: list[Deferred[FakeServer]] = []
-        self._channels: dict[_Channel, Deferred[None]] = {}
-        self.jobs: set[_BaseJob] = set()
+        self.connections = Connections()
+        self.jobs: set[Abortable] = set()
         self.request_counter = 0
         self.task_counter = 0
         self.stopping = False
         self.started_at = reactor.seconds()
         self.vocab_extra: dict[int, str] = {}  # /tokenize ids of unknown words
-        from harness.fake_llama.app import FakeLlamaResource
-
-        self.site = _Site(FakeLlamaResource(self), self, reactor)
+        self.site = TrackingSite(FakeLlamaResource(self), self.connections, reactor)
 
     # -- logging ---------------------------------------------------------------------
 
@@ -203,6 +108,7 @@ class FakeServer:
                 pass  # stderr is gone with the parent: logging must not break serving
 
     def debug(self, line: str) -> None:
+        """A log line only with ``verbose`` (request and slot events)."""
         if self.config.verbose:
             self.log(line)
 
@@ -210,16 +116,19 @@ class FakeServer:
 
     @property
     def port(self) -> int:
+        """The bound port (the real one with ``port=0``)."""
         if self._port is None:
             raise RuntimeError("not listening")
         return cast(Any, self._port.getHost()).port
 
     @property
     def host(self) -> str:
+        """The address it listens on."""
         return self.config.host
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT``, brackets around an IPv6 host."""
         host = self.host
         if ":" in host:
             host = f"[{host}]"
@@ -227,14 +136,17 @@ class FakeServer:
 
     @property
     def cancelled(self) -> int:
+        """Generations cancelled by a client disconnect."""
         return self.stats.cancelled
 
     @property
     def requests(self) -> int:
+        """Generation requests that reached a handler."""
         return self.stats.requests
 
     @property
     def ready(self) -> bool:
+        """The model is loaded: requests are served."""
         return self.state == "ready"
 
     # -- lifecycle -------------------------------------------------------------------
@@ -329,8 +241,7 @@ class FakeServer:
             d.errback(Failure(LoadError(reason)))
         if self._port is not None:
             self._port.stopListening()
-        for ch in list(self._channels):
-            cast(Any, ch.transport).abortConnection()
+        self.connections.close_all(abort=True)
 
     def when_ready(self) -> Deferred[FakeServer]:
         """Fires when the model is loaded (errback LoadError if loading fails)."""
@@ -357,8 +268,7 @@ class FakeServer:
             job.abort()
         if self._port is not None:
             self._port.stopListening()
-        for ch in list(self._channels):
-            cast(Any, ch.transport).abortConnection()
+        self.connections.close_all(abort=True)
 
     def stop(self, *, abort: bool = True) -> Deferred[None]:
         """Close the port and every connection; fires once all are gone.
@@ -383,28 +293,14 @@ class FakeServer:
             stopped = port.stopListening()
             if stopped is not None:
                 pending.append(stopped)
-        for ch, lost in list(self._channels.items()):
-            pending.append(lost)
-            if abort:
-                cast(Any, ch.transport).abortConnection()
-            else:
-                cast(Any, ch.transport).loseConnection()
+        pending.extend(self.connections.close_all(abort=abort))
         done: Deferred[None] = DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
         return done
 
-    # -- connections -----------------------------------------------------------------
-
-    def _channel_made(self, channel: _Channel) -> None:
-        self._channels[channel] = Deferred()
-
-    def _channel_lost(self, channel: _Channel) -> None:
-        d = self._channels.pop(channel, None)
-        if d is not None:
-            d.callback(None)
-
     @property
     def open_connections(self) -> int:
-        return len(self._channels)
+        """HTTP connections open right now."""
+        return len(self.connections)
 
     # -- faults ----------------------------------------------------------------------
 
@@ -417,9 +313,11 @@ class FakeServer:
         return self.live_faults
 
     def clear_live_faults(self) -> None:
+        """Back to the ``--fault`` request defaults (``DELETE /_fault``)."""
         self.live_faults = None
 
     def fault_state(self) -> dict[str, Any]:
+        """Every fault set as a SPEC (``GET /_fault``)."""
         return {
             "process": self.process_faults.to_spec(),
             "request_default": self.request_defaults.to_spec(),

@@ -1,4 +1,4 @@
-"""Every request fault of the fake llama-server, observed from outside over real sockets."""
+"""Stream faults, observed from outside over real sockets: events, cuts, pings."""
 
 from __future__ import annotations
 
@@ -6,53 +6,13 @@ import itertools
 import json
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from harness.fake_llama import FakeConfig, FakeServer, expected_text, start_fake_server
-from harness.fake_llama.rawhttp import RawResponse, raw_request
+from harness.fake_llama import expected_text
+from harness.fake_llama.rawhttp import raw_request
+from tests.harness.fake_llama._support import LONG, TOTAL_EVENTS, chat, contents, start
 from tests.polling import until
-
-# ignore_eos + max_tokens: exactly 10 tokens, so a stream has 1 role + 10 tokens
-# + 1 finish + [DONE] = 13 data events.
-LONG = {
-    "messages": [{"role": "user", "content": "count for me"}],
-    "stream": True,
-    "ignore_eos": True,
-    "max_tokens": 10,
-}
-TOTAL_EVENTS = 13
-
-
-async def start(faults: str = "", **kw: Any) -> FakeServer:
-    return await start_fake_server(FakeConfig(faults=faults, **kw), reactor)
-
-
-async def chat(
-    server: FakeServer, body: Any = None, fault: str | None = None, **kw: Any
-) -> RawResponse:
-    headers = {"X-Fault": fault} if fault is not None else None
-    return await raw_request(
-        reactor,
-        "127.0.0.1",
-        server.port,
-        "POST",
-        "/v1/chat/completions",
-        body or LONG,
-        headers,
-        **kw,
-    )
-
-
-def contents(res: RawResponse) -> list[str]:
-    out = []
-    for obj in res.json_events():
-        for choice in obj.get("choices", []):
-            c = choice.get("delta", {}).get("content")
-            if c:
-                out.append(c)
-    return out
 
 
 @pytest_twisted.ensureDeferred
@@ -210,24 +170,6 @@ async def test_timing_ttft_token_delay_and_pings() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_status_and_hang_before_headers() -> None:
-    server = await start()
-    try:
-        res = await chat(server, fault="status=503")
-        assert res.status == 503
-        assert res.json() == {
-            "error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}
-        }
-        res = await chat(server, fault="status=429")
-        assert res.status == 429 and res.json()["error"]["code"] == 429
-        res = await chat(server, fault="hang", idle_timeout=0.3)
-        assert res.raw == b"" and res.ended == "idle"
-        await until(lambda: server.cancelled == 1)
-    finally:
-        await server.stop()
-
-
-@pytest_twisted.ensureDeferred
 async def test_crash_after_in_process_kills_the_server() -> None:
     server = await start()
     port = server.port
@@ -239,74 +181,6 @@ async def test_crash_after_in_process_kills_the_server() -> None:
         assert again.ended == "refused"
     finally:
         await server.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_non_stream_faults() -> None:
-    server = await start()
-    try:
-        body = {**LONG, "stream": False}
-        res = await chat(server, body, fault="reset_after=3")
-        assert res.status is None and res.ended == "reset"
-        res = await chat(server, body, fault="error_after=3")
-        assert res.status == 500 and res.json()["error"]["type"] == "server_error"
-        res = await chat(server, body, fault="malformed_after=1")
-        assert res.status == 200 and res.complete
-        with pytest.raises(ValueError):
-            res.json()
-        res = await chat(server, body, fault="split_utf8,token_delay=1ms")
-        assert res.json()["choices"][0]["message"]["content"] == "".join(expected_text(body)[0])
-    finally:
-        await server.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_process_level_request_faults_and_live_control() -> None:
-    server = await start("reset_after=2")
-    try:
-        assert len((await chat(server)).data) == 2  # --fault default applies
-        # The X-Fault header replaces the defaults for one request ("" = none).
-        assert len((await chat(server, fault="")).data) == TOTAL_EVENTS
-        assert len((await chat(server, fault="drop_after=4")).data) == 4
-        # A live set replaces the defaults until cleared.
-        url = ("127.0.0.1", server.port)
-        res = await raw_request(reactor, *url, "POST", "/_fault", "close_after=3")
-        assert res.status == 200 and res.json()["live"] == "close_after=3"
-        assert len((await chat(server)).data) == 3
-        res = await raw_request(reactor, *url, "POST", "/_fault", {"spec": "stall_after=1"})
-        assert res.json()["effective"] == "stall_after=1"
-        assert len((await chat(server, idle_timeout=0.2)).data) == 1
-        res = await raw_request(reactor, *url, "POST", "/_fault", "load_delay=1s")
-        assert res.status == 400  # process faults cannot be set live
-        res = await raw_request(reactor, *url, "DELETE", "/_fault")
-        assert res.json()["live"] is None
-        assert len((await chat(server)).data) == 2
-        res = await raw_request(reactor, *url, "GET", "/_fault")
-        assert res.json()["process"] == "" and res.json()["request_default"] == "reset_after=2"
-        bad = await chat(server, fault="bogus")
-        assert bad.status == 400 and "X-Fault" in bad.json()["error"]["message"]
-    finally:
-        await server.stop()
-
-
-async def _hit_pattern(seed: int) -> list[bool]:
-    server = await start("p=0.5,drop_after=1", seed=seed)
-    try:
-        out = []
-        for _ in range(12):
-            res = await chat(server, wait_close=False)
-            out.append(len(res.data) == 1)
-        return out
-    finally:
-        await server.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_probability_hits_a_reproducible_subset() -> None:
-    first = await _hit_pattern(seed=11)
-    assert first == await _hit_pattern(seed=11)
-    assert 0 < sum(first) < len(first)
-    assert first != await _hit_pattern(seed=12)
 
 
 @pytest_twisted.ensureDeferred

@@ -8,8 +8,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
-from harness.fake_llama import FakeConfig, FakeServer, start_fake_server
+from harness.fake_llama import FakeServer
 from harness.fake_llama.rawhttp import RawResponse, raw_request
+from tests.harness.fake_llama._support import start
 from tests.polling import until
 
 BODY = {
@@ -18,10 +19,6 @@ BODY = {
     "ignore_eos": True,
     "max_tokens": 5,
 }
-
-
-async def start(**kw: Any) -> FakeServer:
-    return await start_fake_server(FakeConfig(**kw), reactor)
 
 
 def chat(server: FakeServer, body: Any = BODY, fault: str | None = None, **kw: Any) -> Any:
