@@ -55,8 +55,12 @@ def cpu_key() -> str:
     return f"{platform.machine()}-{digest}"
 
 
+# Bumped whenever the build recipe changes, so a cached binary of an older recipe is rebuilt.
+RECIPE = "r2"
+
+
 def cached_binary() -> Path:
-    return cache_root() / f"{PACKAGE}-{VERSION}-{cpu_key()}" / "llama-server"
+    return cache_root() / f"{PACKAGE}-{VERSION}-{cpu_key()}-{RECIPE}" / "llama-server"
 
 
 INSTALL_HINT = "scripts/install-llama-server (or server-core-install-llama-server)"
@@ -152,10 +156,19 @@ def extract(archive: Path, workdir: Path) -> Path:
     return roots[0] / "vendor" / "llama.cpp"
 
 
+# The build is tuned for this CPU (-march=native). A CPU may list AMX in /proc/cpuinfo
+# while the kernel or hypervisor does not let a process use its tiles: llama-server then
+# dies of SIGILL in its first matrix multiply (seen on this project's VMs). AMX only pays
+# off for large models on big servers, so it is never compiled in. GCC and clang let an
+# explicit -mno-* win over what -march=native implies, whatever their order.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
 def run_build(source: Path, build: Path, jobs: int, cmake: str) -> Path:
     configure = [cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                  "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF",
-                 "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_SERVER=ON"]  # fmt: skip
+                 "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_SERVER=ON",
+                 f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]  # fmt: skip
     say("configuring with cmake")
     result = subprocess.run(configure, capture_output=True, text=True, check=False)
     if result.returncode != 0:
