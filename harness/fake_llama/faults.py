@@ -26,6 +26,7 @@ __all__ = [
     "FLAG_KEYS",
     "PROCESS_KEYS",
     "REQUEST_KEYS",
+    "TERMINAL_KEYS",
     "FaultSpecError",
     "Faults",
     "parse_duration",
@@ -76,6 +77,16 @@ REQUEST_KEYS = frozenset(_KINDS) - PROCESS_KEYS
 DURATION_KEYS = frozenset(k for k, v in _KINDS.items() if v in ("duration", "opt_duration"))
 COUNT_KEYS = frozenset(k for k, v in _KINDS.items() if v == "count")
 FLAG_KEYS = frozenset(k for k, v in _KINDS.items() if v in ("flag", "opt_duration"))
+# The counts that end a response, in the order they win when several match one event.
+TERMINAL_KEYS: tuple[str, ...] = (
+    "error_after",
+    "legacy_error_after",
+    "stall_after",
+    "close_after",
+    "drop_after",
+    "reset_after",
+    "crash_after",
+)
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -131,7 +142,13 @@ class Faults:
 
     @property
     def empty(self) -> bool:
+        """No key was set."""
         return not self.keys
+
+    def terminal_counts(self) -> list[int]:
+        """The counts of the terminal faults set here (``TERMINAL_KEYS`` order)."""
+        counts = (getattr(self, key) for key in TERMINAL_KEYS)
+        return [n for n in counts if n is not None]
 
     def request_part(self) -> Faults:
         """Only the request faults of this set."""
@@ -142,6 +159,7 @@ class Faults:
         return self.only(PROCESS_KEYS)
 
     def only(self, allowed: Iterable[str]) -> Faults:
+        """Only the keys in ``allowed``."""
         allowed = frozenset(allowed)
         values = {k: getattr(self, k) for k in self.keys if k in allowed}
         return dataclasses.replace(Faults(), **values, keys=frozenset(values))

@@ -10,24 +10,9 @@ from __future__ import annotations
 from harness.fake_llama._http import dumps, error_body, start_json
 from harness.fake_llama._transport import split_point
 from harness.fake_llama.completion import CompletionJob
-from harness.fake_llama.faults import Faults
 from harness.fake_llama.jobs import Terminated
 
 __all__ = ["PlainCompletionJob"]
-
-
-def _cut_points(f: Faults) -> list[int]:
-    """The token counts at which a terminal fault ends a non-stream answer."""
-    counts = (
-        f.stall_after,
-        f.close_after,
-        f.drop_after,
-        f.reset_after,
-        f.crash_after,
-        f.error_after,
-        f.legacy_error_after,
-    )
-    return [n for n in counts if n is not None]
 
 
 class PlainCompletionJob(CompletionJob):
@@ -37,7 +22,7 @@ class PlainCompletionJob(CompletionJob):
         tokens = self.gen.tokens
         await self.sleep(self.faults.ttft)
         self.meter.first_token()
-        cut = _cut_points(self.faults)
+        cut = self.faults.terminal_counts()
         for i in range(min([len(tokens), *cut])):
             if i:
                 await self.sleep(self.token_gap())

@@ -6,6 +6,7 @@ hands the request to a job that answers later (``NOT_DONE_YET``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.server import NOT_DONE_YET, Request
@@ -34,41 +35,30 @@ __all__ = [
 ]
 
 
-def _no_completions(server: ServerView, request: Request) -> bytes | None:
-    if server.config.embeddings:
-        msg = "This server does not support completions. Start it without `--embeddings`"
-        return json_response(request, 501, error_body(501, msg))
-    return None
-
-
 def post_chat(server: ServerView, request: Request) -> Any:
     """``/v1/chat/completions``."""
-    refused = _no_completions(server, request)
-    if refused is not None:
-        return refused
-    body = read_json(request)
-    validate_chat(body)
-    return _generate(server, request, "chat", body)
+    return _completion(server, request, "chat", validate_chat)
 
 
 def post_completion_oai(server: ServerView, request: Request) -> Any:
     """``/v1/completions``."""
-    refused = _no_completions(server, request)
-    if refused is not None:
-        return refused
-    body = read_json(request)
-    require_oai_prompt(body)
-    return _generate(server, request, "cmpl", body)
+    return _completion(server, request, "cmpl", require_oai_prompt)
 
 
 def post_completion_native(server: ServerView, request: Request) -> Any:
     """``/completion``: llama.cpp's own shape, a stream without ``[DONE]``."""
-    refused = _no_completions(server, request)
-    if refused is not None:
-        return refused
+    return _completion(server, request, "native", require_native_prompt)
+
+
+def _completion(
+    server: ServerView, request: Request, kind: str, check: Callable[[Any], None]
+) -> Any:
+    if server.config.embeddings:
+        msg = "This server does not support completions. Start it without `--embeddings`"
+        return json_response(request, 501, error_body(501, msg))
     body = read_json(request)
-    require_native_prompt(body)
-    return _generate(server, request, "native", body)
+    check(body)
+    return _generate(server, request, kind, body)
 
 
 def _generate(server: ServerView, request: Request, kind: str, body: dict[str, Any]) -> Any:

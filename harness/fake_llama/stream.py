@@ -131,15 +131,7 @@ class StreamCompletionJob(CompletionJob):
     async def terminal_faults(self, n: int) -> None:
         """The first terminal fault keyed on event ``n`` ends the stream (in the doc's order)."""
         f = self.faults
-        if n not in (
-            f.error_after,
-            f.legacy_error_after,
-            f.stall_after,
-            f.close_after,
-            f.drop_after,
-            f.reset_after,
-            f.crash_after,
-        ):
+        if n not in f.terminal_counts():
             return
         self.server.stats.faulted += 1
         self.meter.account(self.server.stats)

@@ -1,14 +1,12 @@
-"""The command line: llama-server's flags, and the ones that stop it at start."""
+"""The command line: llama-server's flags, the ignored ones, the chat-template checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import pytest_twisted
-from twisted.internet.defer import gatherResults
 
-from harness.fake_llama import FakeLlamaProcess, Faults, ProcessExited
+from harness.fake_llama import Faults
 from harness.fake_llama.cli import UsageError, parse_args
 
 
@@ -42,29 +40,3 @@ def test_cli_reads_chat_template_flags(tmp_path: Path) -> None:
         parse_args(["--chat-template", "nosuch", "--no-jinja"])
     with pytest.raises(UsageError, match="failed to open file"):
         parse_args(["--chat-template-file", str(tmp_path / "missing")])
-
-
-@pytest_twisted.ensureDeferred
-async def test_bad_chat_templates_fail_at_start(tmp_path: Path) -> None:
-    procs = {
-        "unknown_builtin": FakeLlamaProcess(["--no-jinja", "--chat-template", "nosuch"]),
-        "unreadable_file": FakeLlamaProcess(["--chat-template-file", str(tmp_path / "none")]),
-    }
-    try:
-        results = await gatherResults(
-            [p.started().addErrback(lambda f: f.value) for p in procs.values()]
-        )
-        for name, result in zip(procs, results, strict=True):
-            assert isinstance(result, ProcessExited), name
-            assert result.status == 1, (name, result.output)
-        out = {name: "\n".join(p.output) for name, p in procs.items()}
-        assert "error: the supplied chat template is not supported: nosuch" in out[
-            "unknown_builtin"]  # fmt: skip
-        assert "started without --jinja" in out["unknown_builtin"]
-        assert (
-            f'error while handling argument "--chat-template-file": error: failed to open file '
-            f"'{tmp_path / 'none'}'" in out["unreadable_file"]
-        )
-    finally:
-        for p in procs.values():
-            await p.stop(grace=1)

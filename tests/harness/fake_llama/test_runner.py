@@ -51,6 +51,9 @@ async def test_second_sigterm_exits_at_once() -> None:
         await proc.stop(grace=1)
 
 
+UNREADABLE = "/nonexistent/dir/template.jinja"
+
+
 @pytest_twisted.ensureDeferred
 async def test_startup_failures_exit_1_with_llama_server_messages() -> None:
     taken = socket.socket()
@@ -63,6 +66,9 @@ async def test_startup_failures_exit_1_with_llama_server_messages() -> None:
         "bind_fail": FakeLlamaProcess(faults="bind_fail"),
         "port_taken": FakeLlamaProcess(["--port", str(busy_port)]),
         "bad_flag": FakeLlamaProcess(["--port", "eighty"]),
+        # llama-server checks the chat template before anything else starts.
+        "unknown_builtin": FakeLlamaProcess(["--no-jinja", "--chat-template", "nosuch"]),
+        "unreadable_file": FakeLlamaProcess(["--chat-template-file", UNREADABLE]),
     }
     try:
         results = await gatherResults(
@@ -81,6 +87,13 @@ async def test_startup_failures_exit_1_with_llama_server_messages() -> None:
             in (out["port_taken"])
         )
         assert 'error while handling argument "--port"' in out["bad_flag"]
+        assert "error: the supplied chat template is not supported: nosuch" in out[
+            "unknown_builtin"]  # fmt: skip
+        assert "started without --jinja" in out["unknown_builtin"]
+        assert (
+            f'error while handling argument "--chat-template-file": error: failed to open file '
+            f"'{UNREADABLE}'" in out["unreadable_file"]
+        )
     finally:
         taken.close()
         for p in procs.values():
