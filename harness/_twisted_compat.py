@@ -1,7 +1,7 @@
 """Every use of a Twisted private name in ``harness``, each pinned by a test.
 
-Twisted offers no public way to ask these two questions synchronously, so the
-answers read private attributes. Keeping them here means a Twisted upgrade that
+Twisted offers no public way to ask these questions synchronously (or to reach the
+socket under a response body), so the answers read private attributes. Keeping them here means a Twisted upgrade that
 renames one breaks ``tests/harness/test_twisted_compat.py``, not a fault test far
 away; nothing else in ``harness`` may touch a Twisted ``_name``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.web.http import Request
 
-__all__ = ["request_disconnected", "unsent_bytes"]
+__all__ = ["body_socket", "request_disconnected", "unsent_bytes"]
 
 
 def request_disconnected(request: Request) -> bool:
@@ -32,3 +32,12 @@ def unsent_bytes(transport: object) -> int:
     pending = int(getattr(transport, "_tempDataLen", 0))
     buffered = getattr(transport, "dataBuffer", b"")
     return pending + len(buffered) - int(getattr(transport, "offset", 0))
+
+
+def body_socket(transport: object) -> object | None:
+    """The TCP transport under the ``TransportProxyProducer`` a response body sees, or None.
+
+    A body protocol only gets that proxy, whose public ``loseConnection`` waits for the
+    write buffer; aborting a response at once needs the real transport (its ``_producer``).
+    """
+    return getattr(transport, "_producer", None)

@@ -32,6 +32,7 @@ from harness.client._result import (
     END_TIMEOUT,
     StreamResult,
 )
+from harness._twisted_compat import body_socket
 from server_core.sse import Comment, Event
 
 __all__ = ["Call"]
@@ -44,8 +45,7 @@ def _abort(transport: Any) -> None:
     ``loseConnection`` waits for the write buffer; reach the real TCP transport for
     ``abortConnection`` when it is there, otherwise fall back to the public call.
     """
-    # Twisted private name: TransportProxyProducer._producer (the wrapped TCP transport).
-    inner = getattr(transport, "_producer", None)
+    inner = body_socket(transport)
     abort = getattr(inner, "abortConnection", None)
     if abort is not None:
         abort()

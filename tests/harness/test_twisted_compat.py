@@ -8,7 +8,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
-from harness._twisted_compat import request_disconnected, unsent_bytes
+from harness._twisted_compat import body_socket, request_disconnected, unsent_bytes
 
 
 def _open_request() -> tuple[HTTPChannel, Request]:
@@ -72,3 +72,14 @@ def test_unsent_bytes_counts_what_write_accepted_and_the_kernel_has_not() -> Non
 
 def test_unsent_bytes_of_another_transport_is_zero() -> None:
     assert unsent_bytes(StringTransport()) == 0
+
+
+def test_body_socket_is_the_transport_under_the_proxy_a_body_sees() -> None:
+    from twisted.web._newclient import TransportProxyProducer
+
+    tcp = StringTransport()
+    proxy = TransportProxyProducer(tcp)
+    assert body_socket(proxy) is tcp
+    proxy.stopProxying()  # what Twisted does when the body is done: nothing to abort
+    assert body_socket(proxy) is None
+    assert body_socket(object()) is None
