@@ -1,9 +1,10 @@
 """Every use of a Twisted private name in ``harness``, each pinned by a test.
 
 Twisted offers no public way to ask these questions synchronously (or to reach the
-socket under a response body), so the answers read private attributes. Keeping them here means a Twisted upgrade that
-renames one breaks ``tests/harness/test_twisted_compat.py``, not a fault test far
-away; nothing else in ``harness`` may touch a Twisted ``_name``.
+socket under a response body), so the answers read private attributes. Keeping them
+here means a Twisted upgrade that renames one breaks
+``tests/harness/test_twisted_compat.py``, not a fault test far away; nothing else in
+``harness`` may touch a Twisted ``_name``.
 """
 
 from __future__ import annotations
