@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.internet import defer
 
-from server_core.direct_sse import DirectEvent
 from server_core.errors import NotFound
 from server_core.interfaces import IServerProcess, ISharedContext
+from server_core.sse import DirectEvent
 
 __all__ = ["AdminApi"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.logger import Logger
@@ -25,6 +26,7 @@ __all__ = [
     "BodyTooLarge",
     "ConfigError",
     "ContextError",
+    "ErrorObject",
     "InternalError",
     "NotFound",
     "RouterStateError",
@@ -33,6 +35,7 @@ __all__ = [
     "error_body",
     "internal_error",
     "normalize_upstream_error",
+    "parse_error_object",
 ]
 
 
@@ -205,6 +208,38 @@ def _clean_message(text: str) -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorObject:
+    """The members of an upstream error object worth passing on (None when absent)."""
+
+    message: str | None = None
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+    # Integer members a client can act on (n_prompt_tokens / n_ctx of a too-long prompt).
+    extra: Mapping[str, int] = field(default_factory=dict)
+
+
+def parse_error_object(payload: object) -> ErrorObject:
+    """Read an error payload of llama-server or OpenAI shape, in a body or a stream event.
+
+    ``{"error": {...}}``, ``{"error": "text"}``, a bare error object or a bare string;
+    members of the wrong JSON type are ignored.
+    """
+    err = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(err, str):
+        return ErrorObject(message=err)
+    if not isinstance(err, dict):
+        return ErrorObject()
+
+    def text(key: str) -> str | None:
+        value = err.get(key)
+        return value if isinstance(value, str) else None
+
+    extra = {key: err[key] for key in ("n_prompt_tokens", "n_ctx") if isinstance(err.get(key), int)}
+    return ErrorObject(text("message"), text("type"), text("code"), text("param"), extra)
+
+
 def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> ServerCoreError:
     """Turn an upstream non-2xx answer (llama-server, OpenAI, plain text) into our shape.
 
@@ -221,32 +256,14 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
             type="upstream_error",
             code="upstream_auth_failed",
         )
-    message: str | None = None
-    err_type: str | None = None
-    code: str | None = None
-    param: str | None = None
-    extra: dict[str, Any] = {}
     try:
         parsed = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         parsed = None
-    if isinstance(parsed, dict):
-        err = parsed.get("error", parsed)
-        if isinstance(err, str):
-            message = err
-        elif isinstance(err, dict):
-            if isinstance(err.get("message"), str):
-                message = err["message"]
-            if isinstance(err.get("type"), str):
-                err_type = err["type"]
-            if isinstance(err.get("code"), str):
-                code = err["code"]
-            if isinstance(err.get("param"), str):
-                param = err["param"]
-            for key in ("n_prompt_tokens", "n_ctx"):
-                if isinstance(err.get(key), int):
-                    extra[key] = err[key]
-    elif parsed is None and body and status < 500:
+    # A JSON body that is not an object (a list, a bare string) carries no error object.
+    fields = parse_error_object(parsed) if isinstance(parsed, dict) else ErrorObject()
+    message, err_type, code = fields.message, fields.type, fields.code
+    if parsed is None and body and status < 500:
         text = body.decode("utf-8", "replace")
         # An HTML page says nothing useful to an API client.
         if "<html" not in text.lower():
@@ -268,6 +285,6 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
         status=out_status,
         type=err_type,
         code=code,
-        param=param,
-        extra=extra,
+        param=fields.param,
+        extra=fields.extra,
     )

@@ -21,7 +21,6 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from server_core.admin import AdminApi
-from server_core.direct_sse import DirectSse
 from server_core.errors import (
     AliasNotFound,
     AuthenticationError,
@@ -36,8 +35,8 @@ from server_core.errors import (
 from server_core.errors import (
     NotFound as NotFoundError,
 )
-from server_core.fwd_sse import ForwardedSse
 from server_core.interfaces import IRouterState
+from server_core.sse import DirectSse, ForwardedSse
 from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.validation import (
     parse_json_body,

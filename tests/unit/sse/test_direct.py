@@ -11,11 +11,11 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from server_core.direct_sse import DirectEvent, DirectSse
 from server_core.errors import ContextError
 from server_core.sse import Comment, Event, decode_all
-from server_core.sse_response import Ending
-from tests.unit.test_fwd_sse import Request
+from server_core.sse.direct import DirectEvent, DirectSse
+from server_core.sse.writer import Ending
+from tests.unit.sse.support import Request
 
 
 class Source:

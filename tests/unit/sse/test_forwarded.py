@@ -12,33 +12,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.test.requesthelper import DummyRequest
 
-from server_core.fwd_sse import ForwardedSse
 from server_core.sse import Comment, Event, decode_all
-from server_core.sse_response import Ending
-
-
-class Request(DummyRequest):
-    """DummyRequest that records a push producer instead of looping on it."""
-
-    def __init__(self) -> None:
-        super().__init__([b""])
-        self.producer: Any = None
-
-    def registerProducer(self, prod: Any, s: Any) -> None:
-        self.producer = prod
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        assert not self.finished, "write after finish"
-        super().write(data)
-
-    def finish(self) -> None:
-        assert not self.finished, "finish twice"
-        super().finish()
+from server_core.sse.forwarded import ForwardedSse
+from server_core.sse.writer import Ending
+from tests.unit.sse.support import Request
 
 
 class RealTransport:

@@ -1,5 +1,8 @@
 """SSE codec: encoder shapes, decoder edge cases, and the round-trip property."""
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,3 +160,31 @@ def test_decoder_caps_event_size_across_lines() -> None:
     with pytest.raises(ValueError, match="event larger"):
         for _ in range(50):
             dec.feed(b"data: " + b"x" * 50 + b"\n")
+
+
+def test_importing_the_package_loads_only_the_pure_codec() -> None:
+    # The harness imports server_core.sse: it must not drag in twisted.web or the writers.
+    probe = (
+        "import sys, server_core.sse; "
+        "print(sorted(m for m in sys.modules if m.startswith(('twisted.web', 'server_core'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['server_core', 'server_core.sse', 'server_core.sse.codec']"
+
+
+def test_the_twisted_writers_load_on_first_use() -> None:
+    import server_core.sse as sse
+    from server_core.sse.direct import DirectEvent, DirectSse
+    from server_core.sse.forwarded import ForwardedSse
+    from server_core.sse.writer import SseResponse
+
+    assert (sse.SseResponse, sse.DirectSse, sse.DirectEvent, sse.ForwardedSse) == (
+        SseResponse,
+        DirectSse,
+        DirectEvent,
+        ForwardedSse,
+    )
+    with pytest.raises(AttributeError):
+        sse.NoSuchName  # noqa: B018

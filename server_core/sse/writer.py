@@ -1,8 +1,8 @@
 """The client side of every SSE response: headers, keep-alive, ending exactly once.
 
-``DirectSse`` and ``ForwardedSse`` both write through an ``SseResponse``. It owns the
-three honest endings of a stream after headers: ``[DONE]`` (complete), one error
-event without ``[DONE]``, or nothing at all because the client left.
+``DirectSse`` (``direct``) and ``ForwardedSse`` (``forwarded``) both write through an
+``SseResponse``. It owns the three honest endings of a stream after headers: ``[DONE]``
+(complete), one error event without ``[DONE]``, or nothing at all because the client left.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from server_core.errors import ServerCoreError
-from server_core.sse import DONE_FRAME, encode_comment
+from server_core.sse.codec import DONE_FRAME, encode_comment
+
+__all__ = ["KEEPALIVE_FRAME", "Ending", "SseResponse", "error_event"]
 
 log = Logger()
 
@@ -26,6 +28,8 @@ KEEPALIVE_FRAME = encode_comment("keep-alive")
 
 
 class Ending(enum.Enum):
+    """How a stream ended: complete, with one error event, or because the client left."""
+
     DONE = "done"
     ERROR = "error"
     CLIENT_GONE = "client_gone"
@@ -37,6 +41,7 @@ class _State(enum.Enum):
 
 
 def error_event(error: ServerCoreError) -> bytes:
+    """The one error frame that ends a failed stream: the error's JSON body as ``data``."""
     return b"data: " + json.dumps(error.to_dict()).encode("utf-8") + b"\n\n"
 
 
@@ -85,10 +90,12 @@ class SseResponse:
 
     @property
     def is_open(self) -> bool:
+        """True until the response has ended, however it ended."""
         return self._state is _State.OPEN
 
     @property
     def ending(self) -> Ending | None:
+        """How the response ended, or None while it is open."""
         return self._ending
 
     def when_ended(self) -> defer.Deferred[Ending]:

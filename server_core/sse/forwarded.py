@@ -10,7 +10,7 @@ A slow client pauses the upstream socket; a client that leaves aborts it at once
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -21,9 +21,9 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from server_core.errors import ServerCoreError, UpstreamError, internal_error
-from server_core.sse import Comment, SseDecoder, encode_event
-from server_core.sse_response import Ending, SseResponse
+from server_core.errors import ServerCoreError, UpstreamError, internal_error, parse_error_object
+from server_core.sse.codec import DONE, Comment, SseDecoder, encode_event
+from server_core.sse.writer import Ending, SseResponse
 from server_core.upstream import abort_body_transport
 
 __all__ = ["ForwardedSse"]
@@ -31,19 +31,16 @@ __all__ = ["ForwardedSse"]
 _DRAIN_GRACE = 5.0
 
 
-def _error_from_payload(payload: Any, upstream: str) -> UpstreamError:
-    """An upstream error object (llama-server or OpenAI shape) as our error."""
-    err = payload.get("error", payload) if isinstance(payload, dict) else payload
-    if isinstance(err, dict):
-        message = err.get("message") if isinstance(err.get("message"), str) else None
-        err_type = err.get("type") if isinstance(err.get("type"), str) else None
-        code = err.get("code") if isinstance(err.get("code"), str) else None
-    else:
-        message, err_type, code = (err if isinstance(err, str) else None), None, None
+def _error_from_payload(payload: object, upstream: str) -> UpstreamError:
+    """An upstream error event (llama-server or OpenAI shape) as our error.
+
+    Mid-stream the status is already sent, so only message, type and code carry over.
+    """
+    fields = parse_error_object(payload)
     return UpstreamError(
-        f"{upstream}: {message or 'error during generation'}",
-        type=err_type or "server_error",
-        code=code,
+        f"{upstream}: {fields.message or 'error during generation'}",
+        type=fields.type or "server_error",
+        code=fields.code,
     )
 
 
@@ -54,7 +51,8 @@ class _UpstreamBody(Protocol):
         self._relay = relay
 
     def connectionMade(self) -> None:
-        self._relay._upstream = self.transport
+        # Agent hands a body protocol its TransportProxyProducer, an IPushProducer.
+        self._relay._upstream = cast(IPushProducer, self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -90,7 +88,7 @@ class ForwardedSse:
         self._upstream_name = upstream_name
         self._idle_timeout = idle_timeout
         self._decoder = SseDecoder()
-        self._upstream: Any = None  # the body transport (a TransportProxyProducer)
+        self._upstream: IPushProducer | None = None  # the body transport, once delivered
         self._idle_call: IDelayedCall | None = None
         self._last_upstream = clock.seconds()
         self._out = SseResponse(
@@ -158,7 +156,7 @@ class ForwardedSse:
             if legacy is not None:
                 # Older llama-server: `error: {...}` then `data: [DONE]`. Never relay that [DONE].
                 try:
-                    payload: Any = json.loads(legacy)
+                    payload: object = json.loads(legacy)
                 except ValueError:
                     payload = legacy
                 self.end_with(_error_from_payload(payload, self._upstream_name))
@@ -166,7 +164,7 @@ class ForwardedSse:
             data_str = item.data
             if data_str is None:
                 continue
-            if data_str == "[DONE]":
+            if data_str == DONE:
                 self._out.end_done()
                 self._drain_upstream()
                 return

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -18,8 +17,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from server_core.errors import ServerCoreError, internal_error
-from server_core.sse import encode_event
-from server_core.sse_response import Ending, SseResponse
+from server_core.sse.codec import encode_event
+from server_core.sse.writer import Ending, SseResponse
 
 __all__ = ["DirectEvent", "DirectSse"]
 
@@ -28,18 +27,22 @@ __all__ = ["DirectEvent", "DirectSse"]
 class DirectEvent:
     """One event; ``data`` that is not a string is sent as JSON."""
 
-    data: Any
+    data: object
     event: str | None = None
     id: str | None = None
 
     def encode(self) -> bytes:
+        """The event as one SSE frame."""
         text = self.data if isinstance(self.data, str) else json.dumps(self.data)
         return encode_event(text, event=self.event, id=self.id)
 
 
 @implementer(IPushProducer)
 class DirectSse:
-    """Streams an async source of events to one request."""
+    """Streams an async source of events to one request.
+
+    It is the request's push producer: a paused client stops the pulling of the source.
+    """
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
 """Server-Sent Events codec: a frame encoder and an incremental decoder.
 
-Pure code, no I/O: both server_core and harness use it. The decoder follows the
-WHATWG event-stream grammar (LF, CRLF and CR line ends, comments, multi-line data)
-and additionally keeps fields the standard ignores (llama-server's legacy
-``error: {...}`` line) so a relay can recognise them.
+Pure code, no I/O: both server_core and harness use it (through ``server_core.sse``).
+The decoder follows the WHATWG event-stream grammar (LF, CRLF and CR line ends,
+comments, multi-line data) and additionally keeps fields the standard ignores
+(llama-server's legacy ``error: {...}`` line) so a relay can recognise them. The
+Twisted side that writes these frames to a client is ``writer``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Event:
 
     @property
     def is_done(self) -> bool:
+        """True for the OpenAI end-of-stream marker ``data: [DONE]``."""
         return self.data == DONE
 
     def get(self, name: str) -> str | None:
@@ -138,6 +140,7 @@ class SseDecoder:
         return len(self._buf)
 
     def feed(self, chunk: bytes) -> list[Event | Comment]:
+        """The events and comments completed by ``chunk``; ValueError past the size caps."""
         out: list[Event | Comment] = []
         if not chunk:
             return out
