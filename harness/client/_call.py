@@ -23,6 +23,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from harness._twisted_compat import body_socket
 from harness.client._body import BodyState
 from harness.client._classify import body_end_reason, classify, classify_failure, describe
 from harness.client._result import (
@@ -32,7 +33,6 @@ from harness.client._result import (
     END_TIMEOUT,
     StreamResult,
 )
-from harness._twisted_compat import body_socket
 from server_core.sse import Comment, Event
 
 __all__ = ["Call"]
