@@ -30,7 +30,7 @@ from server_core.router_state import DefaultRouterState
 from server_core.routes import OpenAIRoutes, shutting_down
 from server_core.shared_context import ContextLimits, DefaultSharedContext
 from server_core.template_check import ChatTemplateProbe
-from server_core.upstream import UpstreamClient, UpstreamSettings, set_nodelay
+from server_core.upstream import UpstreamClient, set_nodelay
 
 __all__ = ["GuardedSite", "build_router", "make_service"]
 
@@ -274,15 +274,7 @@ def build_context(
 
 
 def build_router(config: Config, reactor: Any) -> DefaultRouterState:
-    up = config.server.upstream
-    client = UpstreamClient(
-        reactor,
-        UpstreamSettings(
-            connect_timeout=up.connect_timeout,
-            header_timeout=up.header_timeout,
-            idle_timeout=up.idle_timeout,
-        ),
-    )
+    client = UpstreamClient(reactor, config.server.upstream)
     context = build_context(config, reactor, client)
     return DefaultRouterState(config.aliases, client, context=context)
 

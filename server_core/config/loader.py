@@ -1,0 +1,167 @@
+"""Reading a configuration: ``load_config(path)`` / ``parse_config(text)`` -> ``Config``.
+
+Everything that goes wrong is raised as ``ConfigError`` naming the file and line (never
+a traceback): unknown keys (with a "did you mean"), wrong types, bad values, YAML syntax
+errors, duplicate names, missing model files and missing environment variables. The
+file's layout is in ``schema``; this module reads the ``server`` and ``llama_server``
+sections itself and leaves the alias lists to ``alias_entries``. Relative paths resolve
+against the folder of the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from yaml.nodes import Node
+
+from server_core.aliases import DefaultAliasStore
+from server_core.config._values import ConfigReader
+from server_core.config._yaml_nodes import NodeMap, is_null
+from server_core.config.alias_entries import read_aliases
+from server_core.config.schema import (
+    LLAMA_KEYS,
+    SERVER_KEYS,
+    TOP_KEYS,
+    UPSTREAM_KEYS,
+    VARIANT_KEYS,
+)
+from server_core.config.settings import DEFAULT_EXECUTABLE, Config, LlamaSettings, ServerSettings
+from server_core.errors import ConfigError
+from server_core.upstream import UpstreamSettings
+
+__all__ = ["load_config", "parse_config"]
+
+
+def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+        created = int(os.stat(path).st_mtime)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the file is not UTF-8 text ({exc.reason})", file=path) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the configuration file: {exc.strerror or exc}", file=path
+        ) from None
+    return _parse(text, file=path, env=env, base_dir=None, created=created, source=path)
+
+
+def parse_config(
+    text: str,
+    *,
+    file: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    base_dir: str | None = None,
+) -> Config:
+    """Validate YAML ``text``; ``file`` is used in messages and to resolve relative paths.
+
+    ``env`` replaces ``os.environ`` for ``api_key_env`` / ``api_keys_env``. Relative
+    paths resolve against ``base_dir``, else the folder of ``file`` when ``file`` is a
+    path, else the current directory.
+    """
+    source = None if file.startswith("<") else file
+    return _parse(text, file=file, env=env, base_dir=base_dir, created=None, source=source)
+
+
+def _parse(
+    text: str,
+    *,
+    file: str,
+    env: Mapping[str, str] | None,
+    base_dir: str | None,
+    created: int | None,
+    source: str | None,
+) -> Config:
+    if base_dir is None:
+        base_dir = os.getcwd() if file.startswith("<") else os.path.dirname(os.path.abspath(file))
+    reader = ConfigReader(file=file, env=os.environ if env is None else env, base_dir=base_dir)
+    try:
+        return _read(reader, text, created=created, source=source and os.path.abspath(source))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # A bug of ours must still not show the operator a traceback.
+        raise ConfigError(
+            f"cannot load the configuration ({type(exc).__name__}: {exc})", file=file
+        ) from exc
+
+
+def _read(reader: ConfigReader, text: str, *, created: int | None, source: str | None) -> Config:
+    root = reader.compose(text)
+    if root is None:
+        return Config(aliases=DefaultAliasStore(created=created), source=source)
+    top = reader.mapping(root, "", TOP_KEYS)
+    server = _server_settings(reader, top.value_node("server"))
+    llama = _llama_settings(reader, top.value_node("llama_server"))
+    store = read_aliases(reader, top, llama, created)
+    return Config(server=server, llama=llama, aliases=store, source=source)
+
+
+def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
+    m = reader.mapping(node, "server", SERVER_KEYS)
+    d = ServerSettings()
+    if m.value_node("api_keys") is not None and m.value_node("api_keys_env") is not None:
+        reader.fail("server: set either api_keys or api_keys_env, not both", m.line("api_keys"))
+    api_keys = m.get("api_keys", reader.string_list, d.api_keys)
+    api_keys = m.get("api_keys_env", reader.api_keys_from_env, api_keys)
+    upstream = reader.mapping(m.value_node("upstream"), "server.upstream", UPSTREAM_KEYS)
+    return ServerSettings(
+        listen=m.get("listen", reader.listen, d.listen),
+        api_keys=api_keys,
+        max_body_bytes=m.get("max_body_bytes", reader.count(1), d.max_body_bytes),
+        keepalive_interval=m.get("keepalive_interval", reader.positive, d.keepalive_interval),
+        drain_timeout=m.get("drain_timeout", reader.non_negative, d.drain_timeout),
+        upstream=_upstream_settings(reader, upstream),
+    )
+
+
+def _upstream_settings(reader: ConfigReader, m: NodeMap) -> UpstreamSettings:
+    d = UpstreamSettings()
+    return UpstreamSettings(
+        connect_timeout=m.get("connect_timeout", reader.positive, d.connect_timeout),
+        header_timeout=m.get("header_timeout", reader.positive, d.header_timeout),
+        idle_timeout=m.get("idle_timeout", reader.positive, d.idle_timeout),
+    )
+
+
+def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
+    m = reader.mapping(node, "llama_server", LLAMA_KEYS)
+    d = LlamaSettings()
+    executable = m.get("executable", reader.opt_string, d.executable)
+    args = m.get("args", reader.flags, d.args)
+    variants = _variants(reader, m.value_node("variants"), executable)
+    return LlamaSettings(
+        executable=executable,
+        args=args,
+        variants=MappingProxyType(variants),
+        max_loaded=m.get("max_loaded", reader.count(1), d.max_loaded),
+        ttl=m.get("ttl", reader.ttl, d.ttl),
+        start_timeout=m.get("start_timeout", reader.positive, d.start_timeout),
+        stop_grace=m.get("stop_grace", reader.non_negative, d.stop_grace),
+        max_queue=m.get("max_queue", reader.count(1), d.max_queue),
+        queue_timeout=m.get("queue_timeout", reader.positive, d.queue_timeout),
+        max_concurrent_per_alias=m.get(
+            "max_concurrent_per_alias",
+            lambda n, p: None if is_null(n) else reader.count(1)(n, p),
+            d.max_concurrent_per_alias,
+        ),
+    )
+
+
+def _variants(
+    reader: ConfigReader, node: Node | None, executable: str | None
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``llama_server.variants``: name -> (executable, args)."""
+    variants: dict[str, tuple[str, tuple[str, ...]]] = {}
+    if node is None:
+        return variants
+    vm = reader.mapping(node, "llama_server.variants", None)
+    for name, (_key_node, value) in vm.pairs.items():
+        v = reader.mapping(value, f"llama_server.variants.{name}", VARIANT_KEYS)
+        # A variant without its own executable runs the default one with other args.
+        v_exe = v.get("executable", reader.opt_string, None) or executable
+        variants[name] = (v_exe or DEFAULT_EXECUTABLE, v.get("args", reader.flags, ()))
+    return variants

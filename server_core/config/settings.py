@@ -1,0 +1,77 @@
+"""The frozen settings a configuration file turns into.
+
+``Config`` is what the rest of server_core reads: ``server`` (how clients reach us),
+``llama`` (how managed llama-server processes run) and ``aliases`` (what each model name
+means). The timeouts for requests sent upstream are the HTTP client's own
+``UpstreamSettings``, so the value parsed here is the one the client uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from server_core.aliases import DefaultAliasStore
+from server_core.upstream import UpstreamSettings
+
+__all__ = ["DEFAULT_EXECUTABLE", "Config", "LlamaSettings", "ServerSettings"]
+
+DEFAULT_EXECUTABLE = "llama-server"
+"""What ``executable: null`` means: ``llama-server`` found on ``PATH``."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How clients reach server_core: the listening endpoint, auth, limits, timeouts."""
+
+    listen: str = "tcp:1135:interface=127.0.0.1"
+    """A Twisted server endpoint description."""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Keys clients must send as ``Authorization: Bearer KEY``; empty = no auth."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    keepalive_interval: float = 15.0
+    """Seconds of silence before a ``: keep-alive`` SSE comment."""
+    drain_timeout: float = 30.0
+    """On shutdown, how long in-flight responses may take to finish."""
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    """How managed llama-server processes are run and scheduled."""
+
+    executable: str | None = None
+    """None = ``DEFAULT_EXECUTABLE`` (``llama-server`` on ``PATH``)."""
+    args: tuple[str, ...] = ()
+    """Flags given to every managed server (before an alias's ``context_params``)."""
+    variants: Mapping[str, tuple[str, tuple[str, ...]]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    """Name -> (executable, args). A variant's args *replace* ``args``."""
+    max_loaded: int = 1
+    ttl: float = 300.0
+    """Idle seconds before a server is stopped: -1 never, 0 right after its last request."""
+    start_timeout: float = 120.0
+    stop_grace: float = 10.0
+    """Seconds between SIGTERM and SIGKILL."""
+    max_queue: int = 64
+    queue_timeout: float = 300.0
+    max_concurrent_per_alias: int | None = None
+
+    def command_for(self, variant: str | None = None) -> tuple[str, tuple[str, ...]]:
+        """(executable, args) for an alias's ``exec_variant`` (None = the default)."""
+        if variant is not None:
+            return self.variants[variant]
+        return (self.executable or DEFAULT_EXECUTABLE, self.args)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated configuration: server, llama-server and alias settings."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    llama: LlamaSettings = field(default_factory=LlamaSettings)
+    aliases: DefaultAliasStore = field(default_factory=DefaultAliasStore)
+    source: str | None = None
+    """The file the configuration came from (absolute), or None."""
