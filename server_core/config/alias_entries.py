@@ -61,6 +61,7 @@ class _Names:
         self.lines: dict[str, int] = {}
 
     def claim(self, name: str, node: Node, path: str) -> None:
+        """Take ``name`` for the entry at ``node``; a name taken before is an error."""
         if name in self.lines:
             self.reader.fail(
                 f"{path}: alias name '{name}' is already used on line {self.lines[name]}", node
@@ -144,6 +145,7 @@ class _ApiClaims:
         self.prefixes: dict[str, tuple[str, int | None]] = {}
 
     def name(self, m: NodeMap, name: str) -> None:
+        """Take an API's name; two APIs may not share one."""
         if name in self.names:
             self.reader.fail(
                 f"{m.path}.name: API name '{name}' is already used on line {self.names[name]}",
@@ -152,6 +154,7 @@ class _ApiClaims:
         self.names[name] = m.line("name")
 
     def prefix(self, m: NodeMap, name: str, prefix: str) -> None:
+        """Take a forward-all prefix: one API at most forwards everything under it."""
         if prefix in self.prefixes:
             other, line = self.prefixes[prefix]
             self.reader.fail(
@@ -161,6 +164,7 @@ class _ApiClaims:
         self.prefixes[prefix] = (name, m.line("prefix"))
 
     def models(self, m: NodeMap, name: str, prefix: str, models: tuple[str, ...]) -> None:
+        """Take the model ids (prefix + name) an API lists; each id has one API."""
         mnode = m.value_node("models")
         for j, upstream in enumerate(models):
             model_id = prefix + upstream
@@ -188,6 +192,7 @@ def _apis(reader: ConfigReader, node: Node | None) -> list[ApiAlias]:
 
 
 def _api(reader: ConfigReader, m: NodeMap, name: str, claims: _ApiClaims) -> ApiAlias:
+    """One ``apis`` entry: where it is, its key, and which model ids it serves."""
     parts = m.require("base_url", reader.url)
     api_key = reader.api_key(m)
     prefix = m.get("prefix", reader.prefix, "")

@@ -90,6 +90,7 @@ def _parse(
 
 
 def _read(reader: ConfigReader, text: str, *, created: int | None, source: str | None) -> Config:
+    """The document's sections, in the order their mistakes are reported."""
     root = reader.compose(text)
     if root is None:
         return Config(aliases=DefaultAliasStore(created=created), source=source)
@@ -101,6 +102,7 @@ def _read(reader: ConfigReader, text: str, *, created: int | None, source: str |
 
 
 def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
+    """The ``server`` section; absent keys keep ``ServerSettings``' defaults."""
     m = reader.mapping(node, "server", SERVER_KEYS)
     d = ServerSettings()
     if m.value_node("api_keys") is not None and m.value_node("api_keys_env") is not None:
@@ -128,6 +130,7 @@ def _upstream_settings(reader: ConfigReader, m: NodeMap) -> UpstreamSettings:
 
 
 def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
+    """The ``llama_server`` section; absent keys keep ``LlamaSettings``' defaults."""
     m = reader.mapping(node, "llama_server", LLAMA_KEYS)
     d = LlamaSettings()
     executable = m.get("executable", reader.opt_string, d.executable)

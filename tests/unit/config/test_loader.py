@@ -35,9 +35,7 @@ def test_empty_file_gives_defaults() -> None:
         assert cfg.source is None
 
 
-def test_full_config_values(base: Path) -> None:
-    cfg = parse(
-        """
+FULL_CONFIG = """
         server:
           listen: "tcp:0:interface=127.0.0.1"
           api_keys: [k1, k2]
@@ -78,10 +76,11 @@ def test_full_config_values(base: Path) -> None:
             models: [gpt-4o-mini]
             prefix: openai/
             forward_all_with_prefix: true
-        """,
-        base,
-        env={"EXT_KEY": "ek", "OPENAI_API_KEY": "ok"},
-    )
+        """
+
+
+def test_full_config_values(base: Path) -> None:
+    cfg = parse(FULL_CONFIG, base, env={"EXT_KEY": "ek", "OPENAI_API_KEY": "ok"})
     assert cfg.server == ServerSettings(
         listen="tcp:0:interface=127.0.0.1",
         api_keys=("k1", "k2"),
