@@ -1,14 +1,18 @@
 """Every zope interface of server_core, in one module.
 
-Route handlers see only ``IRouterState``; the router sees ``IAliasStore`` and
-``ISharedContext``; the context drives ``IServerProcess`` objects and notifies
-``IStateListener`` objects.
+Route handlers see only ``IRouterState``; the router sees ``IAliasStore``,
+``IUpstreamClient`` and ``ISharedContext``; the context drives ``IServerProcess``
+objects and notifies ``IStateListener`` objects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 from zope.interface import Attribute, Interface
 
 
@@ -47,6 +51,30 @@ class IRouterState(Interface):
 
     def close() -> Any:
         """Release pools and stop what this router owns; returns a Deferred."""
+
+
+class IUpstreamClient(Interface):
+    """Sends requests to an upstream server (llama-server, an external server, an API).
+
+    Both requests answer once the response headers arrived; the caller reads the body.
+    Failures before that are ``UpstreamError``; a cancel stays ``CancelledError``.
+    """
+
+    def post_json(
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        client_headers: Headers | None = None,
+        api_key: str | None = None,
+        upstream_name: str,
+    ) -> Awaitable[IResponse]:
+        """POST ``body`` as JSON with the client's forwardable headers and ``api_key``."""
+
+    def get(url: str, *, api_key: str | None = None, upstream_name: str) -> Awaitable[IResponse]:
+        """GET ``url``, expecting JSON."""
+
+    def close() -> Deferred[None]:
+        """Close idle pooled connections (shutdown)."""
 
 
 class ILease(Interface):

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -15,7 +14,6 @@ from server_core.aliases import DefaultAliasStore, LocalAlias, RemoteTarget
 from server_core.errors import AliasNotFound, ContextError, UpstreamError
 from server_core.interfaces import ILease, IRouterState
 from server_core.router_state import DefaultRouterState
-from server_core.upstream import forwardable_headers
 
 
 class RecordingClient:
@@ -152,23 +150,3 @@ def test_get_model() -> None:
     router, _, _ = make()
     assert router.get_model("ext") == {"id": "ext"}
     assert router.get_model("zzz") is None
-
-
-def test_forwardable_headers_drop_credentials_and_hop_by_hop() -> None:
-    incoming = Headers(
-        {
-            b"authorization": [b"Bearer client-secret"],
-            b"x-api-key": [b"k"],
-            b"cookie": [b"c=1"],
-            b"connection": [b"keep-alive, x-custom-hop"],
-            b"x-custom-hop": [b"1"],
-            b"transfer-encoding": [b"chunked"],
-            b"host": [b"example"],
-            b"content-length": [b"5"],
-            b"x-fault": [b"ttft=1ms"],
-            b"user-agent": [b"sdk"],
-        }
-    )
-    out = forwardable_headers(incoming)
-    names = {name.lower() for name, _ in out.getAllRawHeaders()}
-    assert names == {b"x-fault", b"user-agent"}

@@ -1,0 +1,106 @@
+"""Reading a whole upstream response body: the one policy for what counts as complete.
+
+A protocol plus a function returning a Deferred, like treq's ``content.collect``.
+A body is complete only when Twisted says ``ResponseDone`` (its Content-Length or
+its last chunk arrived). Unlike treq, a body that ended because the connection
+closed (``PotentialDataLoss``) is not accepted: a JSON reply cut by a crash looks
+exactly like that, and llama-server and API servers always frame their bodies.
+The body may also not outgrow ``limit`` nor stay silent longer than ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import IResponse
+
+from server_core._twisted_compat import proxied_transport
+
+__all__ = ["BodyIncomplete", "abort_body_transport", "read_complete_body"]
+
+
+class BodyIncomplete(Exception):
+    """The upstream body ended early, went silent or was larger than allowed."""
+
+
+def abort_body_transport(transport: object) -> None:
+    """Abort the TCP connection under a response body (RST, frees the upstream slot)."""
+    if transport is None:
+        return
+    real = proxied_transport(transport)
+    abort = getattr(real, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.stopProducing()  # type: ignore[attr-defined]
+
+
+class _BodyReader(Protocol):
+    """Collects a body into ``done`` under a size limit and an idle deadline."""
+
+    def __init__(self, limit: int, idle_timeout: float | None, clock: IReactorTime) -> None:
+        self.done: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self._idle_timeout:
+            self._idle = self._clock.callLater(self._idle_timeout, self._stalled)
+
+    def _disarm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self._fail(BodyIncomplete(f"body larger than {self._limit} bytes"))
+            return
+        self._chunks.append(data)
+        self._arm()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self._disarm()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(BodyIncomplete("connection lost before the body was complete"))
+
+    def _stalled(self) -> None:
+        self._fail(BodyIncomplete(f"nothing received for {self._idle_timeout:g} s"))
+
+    def _fail(self, exc: Exception) -> None:
+        self._abort()
+        if not self.done.called:
+            self.done.errback(exc)
+
+    def _cancel(self, d: defer.Deferred[bytes]) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        self._disarm()
+        abort_body_transport(self.transport)
+
+
+def read_complete_body(
+    response: IResponse, *, limit: int, idle_timeout: float | None, clock: IReactorTime
+) -> defer.Deferred[bytes]:
+    """The whole body, or ``BodyIncomplete``; cancelling aborts the connection."""
+    reader = _BodyReader(limit, idle_timeout, clock)
+    response.deliverBody(reader)
+    return reader.done
