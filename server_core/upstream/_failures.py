@@ -35,6 +35,7 @@ def failure_reasons(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _any(reasons: list[BaseException], kind: type[BaseException]) -> bool:
+    """Whether one of ``reasons`` is a ``kind``."""
     return any(isinstance(r, kind) for r in reasons)
 
 

@@ -76,6 +76,8 @@ class _NoDelayEndpoint:
         self._inner = inner
 
     def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """Connect like the inner endpoint, then turn Nagle off on the new connection."""
+
         def nodelay(protocol: IProtocol) -> IProtocol:
             set_nodelay(getattr(protocol, "transport", None))
             return protocol

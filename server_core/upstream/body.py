@@ -82,6 +82,7 @@ class _BodyReader(Protocol):
             self.done.errback(BodyIncomplete("connection lost before the body was complete"))
 
     def _stalled(self) -> None:
+        """The idle deadline passed without a byte: give up and free the connection."""
         self._fail(BodyIncomplete(f"nothing received for {self._idle_timeout:g} s"))
 
     def _fail(self, exc: Exception) -> None:
@@ -93,6 +94,7 @@ class _BodyReader(Protocol):
         self._abort()
 
     def _abort(self) -> None:
+        """Stop the deadline and reset the connection (a body read half is of no use)."""
         self._disarm()
         abort_body_transport(self.transport)
 

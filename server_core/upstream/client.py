@@ -40,14 +40,17 @@ _MAX_CACHED_URLS = 4096  # a handful of upstreams x endpoints in practice
 
 @implementer(IBodyProducer)
 class _BytesProducer:
-    """A request body that is already in memory: written at once."""
+    """A request body that is already in memory: written at once.
+
+    ``body`` is public so that a canned agent (``server_core.testing``) can record it.
+    """
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self.body = data
         self.length = len(data)
 
     def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
-        consumer.write(self._data)
+        consumer.write(self.body)
         return defer.succeed(None)
 
     def pauseProducing(self) -> None:
@@ -77,6 +80,7 @@ def _stale_connection(exc: BaseException) -> bool:
 
 
 def _with_api_key(headers: Headers, api_key: str | None) -> Headers:
+    """``headers`` carrying the upstream's own key, when it has one."""
     if api_key:
         headers.setRawHeaders(b"authorization", [f"Bearer {api_key}".encode()])
     return headers
@@ -143,6 +147,7 @@ class UpstreamClient:
     async def _request(
         self, method: str, url: str, headers: Headers, payload: bytes | None, upstream_name: str
     ) -> IResponse:
+        """One request with the stale keep-alive retry; failures mapped for the client."""
         try:
             try:
                 return await self._attempt(method, url, headers, payload)
@@ -165,6 +170,7 @@ class UpstreamClient:
     async def _attempt(
         self, method: str, url: str, headers: Headers, payload: bytes | None
     ) -> IResponse:
+        """One try; no headers within ``header_timeout`` fails with ``defer.TimeoutError``."""
         timed_out = False
 
         def on_timeout(result: object, timeout: float) -> object:

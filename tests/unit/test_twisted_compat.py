@@ -142,24 +142,27 @@ def test_a_body_transport_proxies_the_connection_until_the_body_ended() -> None:
 # -- server side -----------------------------------------------------------------------
 
 
-def _open_request() -> tuple[HTTPChannel, ServerRequest]:
-    """A real HTTPChannel on an in-memory transport, holding one unfinished request."""
+def _held_requests(channel: HTTPChannel) -> list[ServerRequest]:
+    """Make ``channel`` keep each request it parses, unfinished, in the returned list."""
     seen: list[ServerRequest] = []
 
     class Held(ServerRequest):
         def process(self) -> None:
             seen.append(self)
 
-    channel = HTTPChannel()
     channel.requestFactory = Held
-    channel.makeConnection(StringTransport())
-    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    [request] = seen
-    return channel, request
+    return seen
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 def test_request_disconnected_turns_true_when_the_connection_is_lost() -> None:
-    channel, request = _open_request()
+    channel = HTTPChannel()
+    held = _held_requests(channel)
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(GET)
+    [request] = held
     assert request_disconnected(request) is False
     channel.connectionLost(Failure(ConnectionDone()))
     assert request_disconnected(request) is True
@@ -188,19 +191,13 @@ def test_channel_disconnected_turns_true_when_the_socket_is_lost(layered: bool) 
 def test_the_generic_channel_wrapper_is_what_a_site_builds_and_it_serves_a_channel() -> None:
     site = server.Site(Resource())
     assert type(site.buildProtocol(None)) in GenericHTTPChannelProtocol.__mro__
-    seen: list[ServerRequest] = []
-
-    class Seen(ServerRequest):
-        def process(self) -> None:
-            seen.append(self)
-
     channel = HTTPChannel()
-    channel.requestFactory = Seen
+    held = _held_requests(channel)
     wrapper = GenericHTTPChannelProtocol(channel)
     wrapper.factory = site
     wrapper.makeConnection(StringTransport())
-    wrapper.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert channel.factory is site and len(seen) == 1
+    wrapper.dataReceived(GET)
+    assert channel.factory is site and len(held) == 1
 
 
 def test_clear_exit_signal_forgets_the_signal_the_reactor_recorded() -> None:

@@ -34,7 +34,7 @@ class _Collector:
 
 
 @implementer(IAgent)
-class CannedAgent:
+class ScriptedAgent:
     """Answers each request with the next outcome: a response, an exception or a Deferred."""
 
     def __init__(self, *outcomes: Any) -> None:
@@ -62,9 +62,9 @@ class CannedAgent:
         return defer.succeed(outcome)
 
 
-def client_on(*outcomes: Any) -> tuple[UpstreamClient, CannedAgent, Clock]:
+def client_on(*outcomes: Any) -> tuple[UpstreamClient, ScriptedAgent, Clock]:
     clock = Clock()
-    agent = CannedAgent(*outcomes)
+    agent = ScriptedAgent(*outcomes)
     return UpstreamClient(clock, UpstreamSettings(header_timeout=7.0), agent=agent), agent, clock
 
 
