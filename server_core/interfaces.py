@@ -34,7 +34,14 @@ class IAliasStore(Interface):
 
 
 class IRouterState(Interface):
-    """What a route handler may do: resolve a model and forward a request."""
+    """What a route handler may do: resolve a model, forward a request, answer with it."""
+
+    def respond(request: Any, endpoint: str, body: dict[str, Any], tracker: Any) -> Any:
+        """Forward ``body`` and deliver the reply to ``request`` (error, JSON or stream).
+
+        Returns a Deferred firing with the JSON body to return, or None once a stream has
+        ended. ``tracker`` sees the work in progress so a drain can end it honestly.
+        """
 
     def forward(endpoint: str, body: dict[str, Any], headers: Any) -> Any:
         """Forward ``body`` to where its ``model`` goes.
@@ -98,9 +105,6 @@ class ISharedContext(Interface):
 
     def acquire(alias: Any) -> Any:
         """A Deferred firing with an ``ILease`` on a ready server for ``alias``."""
-
-    def reload(alias: Any = None) -> Any:
-        """Restart (or start) the server for ``alias`` with its current args."""
 
     def stop(alias_name: str | None = None) -> Any:
         """Stop one alias's server or all of them; Deferred fires when stopped."""

@@ -2,8 +2,9 @@
 
 The only object route handlers talk to. It resolves the client's ``model``, fills
 alias ``request_params`` the client did not set, takes a lease on a managed server
-when the alias is local, and sends the request upstream. The lease travels with
-the reply and is released only when the response to the client has ended.
+when the alias is local, sends the request upstream, and delivers the reply to the
+client (``server_core.reply``). The lease travels with the reply and is released only
+when the response to the client has ended.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
 from server_core.errors import ContextError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
+from server_core.reply import ReplyDelivery, ReplyTracker
 from server_core.template_check import ChatTemplateBroken
 from server_core.upstream import UpstreamClient
 
-__all__ = ["DefaultRouterState", "UpstreamReply"]
+__all__ = ["DefaultRouterState", "UpstreamReply", "respond_via"]
 
 
 def _noop() -> None:
@@ -45,6 +49,27 @@ class UpstreamReply:
         release()
 
 
+Forward = Callable[[str, dict[str, Any], Headers | None], Any]
+
+
+async def respond_via(
+    forward: Forward,
+    delivery: ReplyDelivery,
+    request: Request,
+    endpoint: str,
+    body: dict[str, Any],
+    tracker: ReplyTracker,
+) -> bytes | None:
+    """Forward, deliver the reply, and release its lease once the response has ended."""
+    reply = await tracker.waiting(
+        defer.ensureDeferred(forward(endpoint, body, request.requestHeaders))
+    )
+    try:
+        return await delivery.deliver(request, reply, tracker)
+    finally:
+        reply.release()
+
+
 @implementer(IRouterState)
 class DefaultRouterState:
     """Resolves models through an alias store and forwards requests."""
@@ -54,10 +79,20 @@ class DefaultRouterState:
         aliases: IAliasStore,
         client: UpstreamClient,
         context: ISharedContext | None = None,
+        delivery: ReplyDelivery | None = None,
     ) -> None:
         self._aliases = aliases
         self._client = client
         self._context = context
+        self._delivery = delivery
+
+    async def respond(
+        self, request: Request, endpoint: str, body: dict[str, Any], tracker: ReplyTracker
+    ) -> bytes | None:
+        """Answer ``request`` with what ``endpoint`` of its model's server replies."""
+        if self._delivery is None:
+            raise RuntimeError("this router was built without a ReplyDelivery")
+        return await respond_via(self.forward, self._delivery, request, endpoint, body, tracker)
 
     @property
     def client(self) -> UpstreamClient:

@@ -10,7 +10,7 @@ from twisted.internet import defer, error, task
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web import resource
 
-from server_core.service import GuardedSite
+from server_core.web import GuardedSite
 from tests.integration.procs import reactor
 
 pytestmark = pytest.mark.timeout(20)

@@ -10,67 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.web.client import ResponseDone
-from twisted.web.http_headers import Headers
-from zope.interface import implementer
 
-from server_core.errors import AliasNotFound
-from server_core.interfaces import IRouterState
-from server_core.router_state import UpstreamReply
-from server_core.routes import OpenAIRoutes
-
-
-class CannedResponse:
-    """A complete upstream response (status, headers, body) for the routes to relay."""
-
-    def __init__(self, code: int, body: bytes, content_type: bytes = b"application/json"):
-        self.code = code
-        self.headers = Headers({b"content-type": [content_type]})
-        self._body = body
-
-    def deliverBody(self, protocol: Any) -> None:
-        protocol.makeConnection(None)
-        protocol.dataReceived(self._body)
-        from twisted.python.failure import Failure
-
-        protocol.connectionLost(Failure(ResponseDone()))
-
-
-@implementer(IRouterState)
-class StubRouter:
-    """Knows one model, 'known'; answers with a canned upstream response."""
-
-    def __init__(self) -> None:
-        self.reply = CannedResponse(200, b'{"object":"chat.completion","choices":[]}')
-        self.forwarded: list[tuple[str, dict[str, Any], Any]] = []
-        self.released = 0
-        self.explode = False
-
-    async def forward(self, endpoint: str, body: dict[str, Any], headers: Any) -> UpstreamReply:
-        if self.explode:
-            raise RuntimeError("/secret/path/in/traceback")
-        if body["model"] != "known":
-            raise AliasNotFound(body["model"])
-        self.forwarded.append((endpoint, body, headers))
-
-        def release() -> None:
-            self.released += 1
-
-        return UpstreamReply(self.reply, "upstream 'known'", release)  # type: ignore[arg-type]
-
-    def list_models(self) -> list[dict[str, Any]]:
-        return [{"id": "known", "object": "model", "owned_by": "test"}]
-
-    def get_model(self, model_id: str) -> dict[str, Any] | None:
-        return self.list_models()[0] if model_id == "known" else None
-
-    async def close(self) -> None:
-        pass
+from server_core.testing import CannedResponse, StubRouter
+from server_core.web import OpenAIRoutes
 
 
 def make(api_keys: tuple[str, ...] = ()) -> tuple[StubTreq, StubRouter]:
-    router = StubRouter()
-    routes = OpenAIRoutes(router, clock=Clock(), api_keys=api_keys)
+    clock = Clock()
+    router = StubRouter(clock)
+    routes = OpenAIRoutes(router, clock=clock, api_keys=api_keys)
     return StubTreq(routes.resource()), router
 
 

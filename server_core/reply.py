@@ -1,0 +1,124 @@
+"""An upstream reply delivered to the client: an error, a whole JSON body, or a stream.
+
+This is where the router's answer meets the client's request, so it is the one place
+that reads upstream bodies. Each of the three honest endings is decided here:
+
+- a non-2xx upstream status becomes our own OpenAI-shaped error (its body read, bounded,
+  and normalised: never a plain-text traceback, never an upstream's credentials);
+- a JSON answer is read whole before the first byte is sent, so a truncated one becomes a
+  502 instead of a broken document behind a 200;
+- an event stream is relayed by ``ForwardedSse``, which ends it exactly once.
+
+Replies carry the model name the client asked for, whatever the upstream calls it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.server import Request
+
+from server_core.errors import UpstreamError, internal_error, normalize_upstream_error
+from server_core.sse import ForwardedSse
+from server_core.upstream import BodyIncomplete, read_complete_body
+
+__all__ = ["ReplyDelivery", "ReplyTracker"]
+
+_T = TypeVar("_T")
+_JSON = b"application/json"
+_MAX_JSON_REPLY = 64 * 1024 * 1024
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class ReplyTracker(Protocol):
+    """What the drain needs to see of a reply in progress (``web.drain.InFlight``)."""
+
+    def waiting(self, d: defer.Deferred[_T]) -> defer.Deferred[_T]:
+        """Track ``d``, upstream work before the first byte, until it fires."""
+
+    def add_stream(self, stream: ForwardedSse) -> None:
+        """A stream is relaying: the drain may end it with an error event."""
+
+    def discard_stream(self, stream: ForwardedSse) -> None:
+        """That stream has ended."""
+
+
+class ReplyDelivery:
+    """Writes one ``UpstreamReply`` to one client request (see module doc)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        keepalive_interval: float | None = 15.0,
+        idle_timeout: float | None = 300.0,
+    ) -> None:
+        self._clock = clock
+        self._keepalive = keepalive_interval
+        self._idle_timeout = idle_timeout
+
+    async def deliver(self, request: Request, reply: Any, tracker: ReplyTracker) -> bytes | None:
+        """The body to return for a JSON answer, or None once a stream has ended."""
+        response = reply.response
+        if not 200 <= response.code < 300:
+            raise await self._upstream_error(reply, tracker)
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        if b"text/event-stream" in content_type.lower():
+            await self._relay(request, reply, tracker)
+            return None
+        raw = await self._whole_json(reply, tracker)
+        request.setResponseCode(response.code)
+        request.setHeader(b"content-type", _JSON)
+        return raw
+
+    async def _upstream_error(self, reply: Any, tracker: ReplyTracker) -> Exception:
+        try:
+            raw = await tracker.waiting(self._read(reply.response, _MAX_ERROR_BODY))
+        except BodyIncomplete:
+            raw = b""  # the status alone still says what happened
+        return normalize_upstream_error(reply.response.code, raw, upstream=reply.upstream_name)
+
+    async def _relay(self, request: Request, reply: Any, tracker: ReplyTracker) -> None:
+        stream = ForwardedSse(
+            request,
+            reply.response,
+            clock=self._clock,
+            upstream_name=reply.upstream_name,
+            keepalive_interval=self._keepalive,
+            idle_timeout=self._idle_timeout,
+            model_name=reply.model_name,
+        )
+        tracker.add_stream(stream)
+        try:
+            await stream.relay()
+        except defer.CancelledError:
+            raise
+        except Exception as exc:
+            # Headers are out: the only honest ending left is one SSE error event.
+            stream.end_with(internal_error(exc, "stream relay"))
+        finally:
+            tracker.discard_stream(stream)
+
+    async def _whole_json(self, reply: Any, tracker: ReplyTracker) -> bytes:
+        name = reply.upstream_name
+        try:
+            raw = await tracker.waiting(self._read(reply.response, _MAX_JSON_REPLY))
+            document = json.loads(raw)
+        except BodyIncomplete as exc:
+            raise UpstreamError(f"{name}: incomplete response ({exc})") from None
+        except ValueError:
+            raise UpstreamError(f"{name}: the response is not valid JSON") from None
+        wanted = reply.model_name
+        if wanted is not None and isinstance(document, dict):
+            if document.get("model") not in (None, wanted):
+                document["model"] = wanted
+                raw = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return raw
+
+    def _read(self, response: Any, limit: int) -> defer.Deferred[bytes]:
+        return read_complete_body(
+            response, limit=limit, idle_timeout=self._idle_timeout, clock=self._clock
+        )

@@ -1,0 +1,163 @@
+"""The HTTP surface: a Klein app bound to an object that holds an ``IRouterState``.
+
+Handlers validate and delegate: the router answers (``IRouterState.respond``), the admin
+handlers answer through ``AdminApi``. Every handler catches every error itself and answers
+with an OpenAI-shaped JSON body, so Klein's HTML error page can never reach a client,
+least of all inside a stream. Nothing here reads an upstream body or touches a process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from server_core._twisted_compat import request_disconnected
+from server_core.admin import AdminApi
+from server_core.errors import AliasNotFound, ServerCoreError, error_body, internal_error
+from server_core.interfaces import IRouterState
+from server_core.validation import (
+    parse_json_body,
+    validate_chat,
+    validate_completion,
+    validate_embeddings,
+)
+from server_core.web.admin_routes import AdminRoutes
+from server_core.web.auth import ApiKeyCheck
+from server_core.web.drain import InFlight, shutting_down
+from server_core.web.responses import JSON, send_error, send_json, write_error
+
+__all__ = ["OpenAIRoutes"]
+
+Validator = Callable[[dict[str, Any]], None]
+
+
+class OpenAIRoutes:
+    """The OpenAI-compatible routes of server_core, plus health and admin."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        router: IRouterState,
+        *,
+        clock: IReactorTime,
+        api_keys: Sequence[str] = (),
+        keepalive_interval: float | None = 15.0,
+        admin: AdminApi | None = None,
+    ) -> None:
+        self._router = router
+        self._check_auth = ApiKeyCheck(api_keys)
+        self._admin = AdminRoutes(
+            admin, check_auth=self._check_auth, clock=clock, keepalive_interval=keepalive_interval
+        )
+        self.in_flight = InFlight()
+
+    def resource(self) -> Any:
+        """The twisted.web resource to serve."""
+        return self.app.resource()
+
+    # -- errors Klein itself would render as HTML ------------------------------
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: Any, failure: Failure) -> bytes:
+        path = request.path.decode("utf-8", "replace")[:200]
+        return send_error(
+            request, 404, error_body(f"Unknown route: {path}", "not_found_error", "not_found")
+        )
+
+    @app.handle_errors(MethodNotAllowed)
+    def _bad_method(self, request: Any, failure: Failure) -> bytes:
+        method = request.method.decode("ascii", "replace")
+        body = error_body(
+            f"Method {method} is not allowed on this route.",
+            "invalid_request_error",
+            "method_not_allowed",
+        )
+        return send_error(request, 405, body)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: Any, failure: Failure) -> bytes | None:
+        return write_error(request, internal_error(failure, "route"))
+
+    # -- routes ------------------------------------------------------------------
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", JSON)
+        return b'{"status":"ok"}'
+
+    @app.route("/v1/models", methods=["GET"])
+    def models(self, request: Request) -> bytes | None:
+        try:
+            self._check_auth(request)
+            data = self._router.list_models()
+        except ServerCoreError as error:
+            return write_error(request, error)
+        return send_json(request, {"object": "list", "data": data})
+
+    @app.route("/v1/models/<path:model_id>", methods=["GET"])
+    def model(self, request: Request, model_id: str) -> bytes | None:
+        try:
+            self._check_auth(request)
+            entry = self._router.get_model(model_id)
+            if entry is None:
+                raise AliasNotFound(model_id)
+        except ServerCoreError as error:
+            return write_error(request, error)
+        return send_json(request, entry)
+
+    @app.route("/v1/chat/completions", methods=["POST"])
+    async def chat_completions(self, request: Request) -> bytes | None:
+        return await self._proxy(request, "/chat/completions", validate_chat)
+
+    @app.route("/v1/completions", methods=["POST"])
+    async def completions(self, request: Request) -> bytes | None:
+        return await self._proxy(request, "/completions", validate_completion)
+
+    @app.route("/v1/embeddings", methods=["POST"])
+    async def embeddings(self, request: Request) -> bytes | None:
+        return await self._proxy(request, "/embeddings", validate_embeddings)
+
+    @app.route("/running", methods=["GET"])
+    def running(self, request: Request) -> bytes | None:
+        return self._admin.running(request)
+
+    @app.route("/unload", methods=["POST"])
+    async def unload(self, request: Request) -> bytes | None:
+        return await self._admin.unload(request)
+
+    @app.route("/logs/<string:alias>", methods=["GET"])
+    async def logs(self, request: Request, alias: str) -> bytes | None:
+        return await self._admin.logs(request, alias)
+
+    # -- the proxied routes --------------------------------------------------------
+
+    async def _proxy(self, request: Request, endpoint: str, validate: Validator) -> bytes | None:
+        if self.in_flight.closing:
+            # Keep-alive connections may still send requests during the drain.
+            request.setHeader(b"connection", b"close")
+            return write_error(request, shutting_down())
+        self.in_flight.enter()
+        try:
+            self._check_auth(request)
+            assert request.content is not None
+            body = parse_json_body(request.content.read())
+            validate(body)
+            return await self._router.respond(request, endpoint, body, self.in_flight)
+        except defer.CancelledError:
+            if self.in_flight.closing and not request_disconnected(request):
+                return write_error(request, shutting_down())  # drain timeout, not the client
+            return None  # the client left; nothing can be written any more
+        except ServerCoreError as error:
+            return write_error(request, error)
+        except Exception as exc:
+            return write_error(request, internal_error(exc, endpoint))
+        finally:
+            self.in_flight.leave()
