@@ -1,0 +1,144 @@
+"""Readiness of a starting llama-server: ``GET /health`` polled, raced against a deadline.
+
+llama-server binds before it loads the model: ``/health`` answers 503 while loading and
+200 once ready; connection refused means it is not listening yet. With ``--port 0`` it
+logs its port only once loaded, so polling starts when the port is known
+(``ReadinessPoll.poll``) and runs every ``interval`` seconds until 200 or the start
+deadline. The third runner of the race is the child's exit: the lifecycle machine
+(``server_core.process.llama_process``) cancels the poll when the child dies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, PartialDownloadError, readBody
+
+__all__ = ["HealthCheck", "HttpHealthCheck", "ReadinessPoll"]
+
+log = Logger()
+
+HealthCheck = Callable[[str, float], "Deferred[int | None]"]
+"""``(base_url, timeout) -> Deferred`` of the ``/health`` status, None if unreachable.
+Must not fail."""
+
+_MIN_POLL_TIMEOUT = 0.05
+_MAX_POLL_TIMEOUT = 2.0  # one slow answer must not eat the whole start deadline
+
+
+class HttpHealthCheck:
+    """``GET /health`` with its own non-persistent pool (no idle sockets left behind).
+
+    ``reactor`` must also provide TCP (the ``Agent`` connects with it).
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self._agent = Agent(
+            reactor, connectTimeout=5, pool=HTTPConnectionPool(reactor, persistent=False)
+        )
+
+    def __call__(self, base_url: str, timeout: float) -> Deferred[int | None]:
+        """The status of ``base_url/health``, or None when it cannot be reached in time."""
+
+        async def check() -> int | None:
+            url = (base_url + "/health").encode("ascii")
+            response = await self._agent.request(b"GET", url)
+            try:
+                await readBody(response)
+            except PartialDownloadError:
+                pass  # a body ended by closing the connection (no Content-Length) still counts
+            return int(response.code)
+
+        def unreachable(failure: Failure) -> None:
+            # refused, reset, timed out, cancelled: all mean "not ready yet"
+            log.debug("health poll {url}: {why}", url=base_url, why=failure.getErrorMessage())
+            return None
+
+        d = Deferred.fromCoroutine(check())
+        d.addTimeout(timeout, self.reactor)
+        return d.addErrback(unreachable)
+
+
+class ReadinessPoll:
+    """Waits for one starting child's ``/health`` to answer 200 within ``timeout``.
+
+    The deadline runs from construction (the spawn). Exactly one of ``on_ready`` and
+    ``on_timeout`` is called, unless ``cancel()`` comes first.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        check: HealthCheck,
+        *,
+        timeout: float,
+        interval: float,
+        on_ready: Callable[[], None],
+        on_timeout: Callable[[], None],
+        alias: str = "",
+    ) -> None:
+        self._clock = clock
+        self._check = check
+        self._interval = interval
+        self._on_ready = on_ready
+        self._on_timeout = on_timeout
+        self._alias = alias
+        self._deadline = clock.seconds() + timeout
+        self._base_url: str | None = None
+        self._over = False
+        self._timer: IDelayedCall | None = clock.callLater(timeout, self._timed_out)
+        self._next: IDelayedCall | None = None
+        self._in_flight: Deferred[int | None] | None = None
+
+    def poll(self, base_url: str) -> None:
+        """Begin polling ``base_url`` (the port is known); later calls change nothing."""
+        if self._over or self._base_url is not None:
+            return
+        self._base_url = base_url
+        self._ask()
+
+    def cancel(self) -> None:
+        """Stop: no timer, no next poll, the poll in flight cancelled. Idempotent."""
+        self._over = True
+        for call in (self._timer, self._next):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._next = None
+        d, self._in_flight = self._in_flight, None
+        if d is not None:
+            d.cancel()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.cancel()
+        self._on_timeout()
+
+    def _ask(self) -> None:
+        self._next = None
+        if self._over or self._base_url is None:
+            return
+        left = self._deadline - self._clock.seconds()
+        d = self._check(self._base_url, max(_MIN_POLL_TIMEOUT, min(_MAX_POLL_TIMEOUT, left)))
+        self._in_flight = d
+
+        def answered(status: int | None) -> None:
+            if self._in_flight is not d:
+                return  # cancelled: the start is over
+            self._in_flight = None
+            if status == 200:
+                self.cancel()
+                self._on_ready()
+            else:
+                self._next = self._clock.callLater(self._interval, self._ask)
+
+        def broken(failure: Failure) -> None:
+            if not failure.check(CancelledError):
+                log.failure("[{alias}] health poll failed", failure, alias=self._alias)
+
+        d.addCallback(answered)
+        d.addErrback(broken)
