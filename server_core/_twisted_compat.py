@@ -26,6 +26,7 @@ __all__ = [
     "HTTP11ClientFactory",
     "RequestNotSent",
     "ReturnCheckingPool",
+    "abort_body_transport",
     "channel_disconnected",
     "clear_exit_signal",
     "proxied_transport",
@@ -89,7 +90,23 @@ def proxied_transport(transport: object) -> object | None:
     return getattr(transport, "_producer", None)
 
 
-# -- server side (server_core.service, server_core.routes) ---------------------------
+def abort_body_transport(transport: object) -> None:
+    """Abort the TCP connection under a response body (RST, frees the upstream slot).
+
+    Here rather than in ``upstream`` because the relay (``sse.forwarded``), a lower
+    layer, needs it too.
+    """
+    if transport is None:
+        return
+    real = proxied_transport(transport)
+    abort = getattr(real, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.stopProducing()  # type: ignore[attr-defined]
+
+
+# -- server side (server_core.web) -------------------------------------------------
 
 
 def request_disconnected(request: http.Request) -> bool:

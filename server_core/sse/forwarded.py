@@ -21,10 +21,10 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from server_core._twisted_compat import abort_body_transport
 from server_core.errors import ServerCoreError, UpstreamError, internal_error, parse_error_object
 from server_core.sse.codec import DONE, Comment, SseDecoder, encode_event
 from server_core.sse.writer import Ending, SseResponse
-from server_core.upstream import abort_body_transport
 
 __all__ = ["ForwardedSse"]
 

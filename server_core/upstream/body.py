@@ -17,25 +17,13 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.iweb import IResponse
 
-from server_core._twisted_compat import proxied_transport
+from server_core._twisted_compat import abort_body_transport
 
 __all__ = ["BodyIncomplete", "abort_body_transport", "read_complete_body"]
 
 
 class BodyIncomplete(Exception):
     """The upstream body ended early, went silent or was larger than allowed."""
-
-
-def abort_body_transport(transport: object) -> None:
-    """Abort the TCP connection under a response body (RST, frees the upstream slot)."""
-    if transport is None:
-        return
-    real = proxied_transport(transport)
-    abort = getattr(real, "abortConnection", None)
-    if abort is not None:
-        abort()
-    else:
-        transport.stopProducing()  # type: ignore[attr-defined]
 
 
 class _BodyReader(Protocol):
