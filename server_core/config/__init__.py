@@ -16,8 +16,13 @@ from server_core.config.defaults import (
 )
 from server_core.config.loader import load_config, parse_config
 from server_core.config.schema import MANAGED_FLAGS, RESERVED_REQUEST_PARAMS
-from server_core.config.settings import DEFAULT_EXECUTABLE, Config, LlamaSettings, ServerSettings
-from server_core.upstream import UpstreamSettings
+from server_core.config.settings import (
+    DEFAULT_EXECUTABLE,
+    Config,
+    LlamaSettings,
+    ServerSettings,
+    UpstreamSettings,
+)
 
 __all__ = [
     "COMPLETION_MODEL_ALIAS",

@@ -27,9 +27,14 @@ from server_core.config.schema import (
     UPSTREAM_KEYS,
     VARIANT_KEYS,
 )
-from server_core.config.settings import DEFAULT_EXECUTABLE, Config, LlamaSettings, ServerSettings
+from server_core.config.settings import (
+    DEFAULT_EXECUTABLE,
+    Config,
+    LlamaSettings,
+    ServerSettings,
+    UpstreamSettings,
+)
 from server_core.errors import ConfigError
-from server_core.upstream import UpstreamSettings
 
 __all__ = ["load_config", "parse_config"]
 

@@ -2,8 +2,8 @@
 
 ``Config`` is what the rest of server_core reads: ``server`` (how clients reach us),
 ``llama`` (how managed llama-server processes run) and ``aliases`` (what each model name
-means). The timeouts for requests sent upstream are the HTTP client's own
-``UpstreamSettings``, so the value parsed here is the one the client uses.
+means). ``UpstreamSettings`` (the timeouts and pool size of requests sent upstream) is
+defined here once; ``UpstreamClient`` takes the very object parsed from the file.
 """
 
 from __future__ import annotations
@@ -13,9 +13,22 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from server_core.aliases import DefaultAliasStore
-from server_core.upstream import UpstreamSettings
 
-__all__ = ["DEFAULT_EXECUTABLE", "Config", "LlamaSettings", "ServerSettings"]
+__all__ = ["DEFAULT_EXECUTABLE", "Config", "LlamaSettings", "ServerSettings", "UpstreamSettings"]
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """Timeouts (seconds) for requests server_core sends upstream, and the pool size."""
+
+    connect_timeout: float = 10.0
+    header_timeout: float = 600.0
+    """From request sent to response headers (covers prompt processing)."""
+    idle_timeout: float = 300.0
+    """Longest silence allowed inside a response body."""
+    max_connections_per_host: int = 256
+    """Idle keep-alive connections kept per upstream host."""
+
 
 DEFAULT_EXECUTABLE = "llama-server"
 """What ``executable: null`` means: ``llama-server`` found on ``PATH``."""

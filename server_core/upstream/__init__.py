@@ -5,11 +5,11 @@
 ``body`` (the whole-body reader), ``settings`` (UpstreamSettings).
 """
 
+from server_core.config.settings import UpstreamSettings
 from server_core.upstream._pool import set_nodelay
 from server_core.upstream.body import BodyIncomplete, abort_body_transport, read_complete_body
 from server_core.upstream.client import UpstreamClient
 from server_core.upstream.headers import HOP_BY_HOP, forwardable_headers
-from server_core.upstream.settings import UpstreamSettings
 
 __all__ = [
     "HOP_BY_HOP",

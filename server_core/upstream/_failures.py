@@ -19,8 +19,8 @@ from twisted.internet.error import (
 from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 
 from server_core._twisted_compat import RequestNotSent
+from server_core.config.settings import UpstreamSettings
 from server_core.errors import UpstreamError
-from server_core.upstream.settings import UpstreamSettings
 
 __all__ = ["as_upstream_error", "failure_reasons"]
 

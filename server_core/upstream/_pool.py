@@ -20,7 +20,7 @@ from server_core._twisted_compat import (
     transport_aborting,
     use_connection_factory,
 )
-from server_core.upstream.settings import UpstreamSettings
+from server_core.config.settings import UpstreamSettings
 
 __all__ = ["NoDelayEndpointFactory", "UpstreamPool", "set_nodelay"]
 

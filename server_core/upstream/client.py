@@ -27,11 +27,11 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from server_core._twisted_compat import RequestNotSent
+from server_core.config.settings import UpstreamSettings
 from server_core.interfaces import IUpstreamClient
 from server_core.upstream._failures import as_upstream_error, failure_reasons
 from server_core.upstream._pool import NoDelayEndpointFactory, UpstreamPool
 from server_core.upstream.headers import forwardable_headers
-from server_core.upstream.settings import UpstreamSettings
 
 __all__ = ["UpstreamClient"]
 
