@@ -77,6 +77,8 @@ class FakeHealth:
 
 
 class Rig:
+    """A LlamaServerProcess on a Clock with the fakes above; ``states`` records on_state."""
+
     def __init__(self, tmp_path: Path, **kw: Any) -> None:
         self.clock = task.Clock()
         self.spawner = FakeSpawner()
