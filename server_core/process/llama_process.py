@@ -108,7 +108,8 @@ class LlamaServerProcess:
         self._spawner: ChildSpawner = spawner or PosixSpawner(reactor)
         self._health: HealthCheck = health_check or HttpHealthCheck(reactor)
         self._output = OutputLog(self.alias, log_lines)
-        # automat's first state carries no data: this stands for it until the first start
+        # The current state's data: written only by the lifecycle's state factories. automat's
+        # first state carries none; this stands for it until the first start.
         self.phase: Phase = Stopped()
         self._machine: Inputs = MACHINE(self)
 
@@ -248,7 +249,8 @@ class LlamaServerProcess:
             child.pid = self._spawner.spawn(reader, child.argv, {**os.environ, **self._env})
         except Exception:
             log.failure("[{alias}] cannot spawn {exe}", alias=self.alias, exe=self.executable)
-            self._machine.exited(None)  # queued first: runs right after this transition
+            # Queued before anything on_state asks for: the start fails first, then that runs.
+            self._machine.exited(None)
             self.announce(old)
             return
         child.unreaped = True
