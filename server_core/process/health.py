@@ -16,7 +16,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, PartialDownloadError, readBody
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from server_core.upstream import read_complete_body
 
 __all__ = ["HealthCheck", "HttpHealthCheck", "ReadinessPoll"]
 
@@ -28,6 +30,7 @@ Must not fail."""
 
 _MIN_POLL_TIMEOUT = 0.05
 _MAX_POLL_TIMEOUT = 2.0  # one slow answer must not eat the whole start deadline
+_MAX_BODY = 64 * 1024  # {"status":"ok"} or llama-server's loading error
 
 
 class HttpHealthCheck:
@@ -48,10 +51,11 @@ class HttpHealthCheck:
         async def check() -> int | None:
             url = (base_url + "/health").encode("ascii")
             response = await self._agent.request(b"GET", url)
-            try:
-                await readBody(response)
-            except PartialDownloadError:
-                pass  # a body ended by closing the connection (no Content-Length) still counts
+            # Only the status matters: a body ended by the close (no Content-Length) counts.
+            await read_complete_body(
+                response, limit=_MAX_BODY, idle_timeout=timeout, clock=self.reactor,
+                close_ends_body=True,
+            )  # fmt: skip
             return int(response.code)
 
         def unreachable(failure: Failure) -> None:

@@ -5,7 +5,11 @@ A body is complete only when Twisted says ``ResponseDone`` (its Content-Length o
 its last chunk arrived). Unlike treq, a body that ended because the connection
 closed (``PotentialDataLoss``) is not accepted: a JSON reply cut by a crash looks
 exactly like that, and llama-server and API servers always frame their bodies.
-The body may also not outgrow ``limit`` nor stay silent longer than ``idle_timeout``.
+The one exception is a caller that needs only the status (the readiness probe's
+``/health``): it passes ``close_ends_body=True``, since there a body ended by the
+connection's close loses nothing. (Twisted reports the end of an unframed body as
+``PotentialDataLoss`` however the connection went, which is why framing is required.) The body may also not outgrow ``limit`` nor stay
+silent longer than ``idle_timeout``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from server_core._twisted_compat import abort_body_transport
@@ -29,8 +34,15 @@ class BodyIncomplete(Exception):
 class _BodyReader(Protocol):
     """Collects a body into ``done`` under a size limit and an idle deadline."""
 
-    def __init__(self, limit: int, idle_timeout: float | None, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        limit: int,
+        idle_timeout: float | None,
+        clock: IReactorTime,
+        close_ends_body: bool = False,
+    ) -> None:
         self.done: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+        self._close_ends_body = close_ends_body
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = limit
@@ -64,7 +76,9 @@ class _BodyReader(Protocol):
         self._disarm()
         if self.done.called:
             return
-        if reason.check(ResponseDone):
+        if reason.check(ResponseDone) or (
+            self._close_ends_body and reason.check(PotentialDataLoss)
+        ):
             self.done.callback(b"".join(self._chunks))
         else:
             self.done.errback(BodyIncomplete("connection lost before the body was complete"))
@@ -88,9 +102,18 @@ class _BodyReader(Protocol):
 
 
 def read_complete_body(
-    response: IResponse, *, limit: int, idle_timeout: float | None, clock: IReactorTime
+    response: IResponse,
+    *,
+    limit: int,
+    idle_timeout: float | None,
+    clock: IReactorTime,
+    close_ends_body: bool = False,
 ) -> defer.Deferred[bytes]:
-    """The whole body, or ``BodyIncomplete``; cancelling aborts the connection."""
-    reader = _BodyReader(limit, idle_timeout, clock)
+    """The whole body, or ``BodyIncomplete``; cancelling aborts the connection.
+
+    ``close_ends_body``: a body ended by the connection's close counts as complete (for
+    callers that need only the status; see the module doc).
+    """
+    reader = _BodyReader(limit, idle_timeout, clock, close_ends_body)
     response.deliverBody(reader)
     return reader.done

@@ -19,11 +19,15 @@ from tests.unit.upstream.support import (
 )
 
 
-def read(head: bytes, *, limit: int = 100, idle: float | None = 2.0) -> tuple[Any, ...]:
+def read(
+    head: bytes, *, limit: int = 100, idle: float | None = 2.0, close_ends_body: bool = False
+) -> tuple[Any, ...]:
     """A body read started on a response with ``head``: (Deferred, endpoints, clock)."""
     agent, endpoints, clock = memory_agent()
     response = response_with(head, agent, endpoints)
-    d = read_complete_body(response, limit=limit, idle_timeout=idle, clock=clock)
+    d = read_complete_body(
+        response, limit=limit, idle_timeout=idle, clock=clock, close_ends_body=close_ends_body
+    )
     return d, endpoints, clock
 
 
@@ -54,6 +58,13 @@ def test_a_body_ended_by_a_close_is_not_complete() -> None:
     error = failure_of(d)
     assert isinstance(error, BodyIncomplete)
     assert str(error) == "connection lost before the body was complete"
+
+
+def test_a_status_only_reader_takes_a_body_ended_by_a_clean_close() -> None:
+    d, endpoints, _ = read(b"HTTP/1.1 200 OK\r\nConnection: close", close_ends_body=True)
+    endpoints.last.dataReceived(b'{"status":"ok"}')
+    close_cleanly(endpoints)
+    assert result_of(d) == b'{"status":"ok"}'
 
 
 def test_a_body_cut_by_a_reset_is_not_complete() -> None:
