@@ -8,8 +8,8 @@ exactly like that, and llama-server and API servers always frame their bodies.
 The one exception is a caller that needs only the status (the readiness probe's
 ``/health``): it passes ``close_ends_body=True``, since there a body ended by the
 connection's close loses nothing. (Twisted reports the end of an unframed body as
-``PotentialDataLoss`` however the connection went, which is why framing is required.) The body may also not outgrow ``limit`` nor stay
-silent longer than ``idle_timeout``.
+``PotentialDataLoss`` however the connection went, which is why framing is required.)
+The body may also not outgrow ``limit`` nor stay silent longer than ``idle_timeout``.
 """
 
 from __future__ import annotations
