@@ -1,14 +1,11 @@
-"""DefaultSharedContext driven by a Clock and stub processes (no real children)."""
+"""DefaultSharedContext's scheduling: one start per alias, swaps that wait for leases,
+arrival order, crashes, TTL, unload, shutdown and listeners (Clock and stub processes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -17,126 +14,16 @@ from server_core.aliases import LocalAlias
 from server_core.errors import ContextError, ServerCoreError
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
 from server_core.shared_context import ContextLimits, DefaultSharedContext, Lease
-
-START_TIME = 2.0
-STOP_TIME = 0.5
-
-
-@implementer(IServerProcess)
-class StubProcess:
-    """A process whose start and stop take Clock time; tests can crash it."""
-
-    spawned: list[StubProcess] = []
-
-    def __init__(self, alias: LocalAlias, on_state: Any, clock: Clock, fail: bool = False):
-        self.alias = alias.name
-        self.state = "stopped"
-        self.port: int | None = None
-        self.pid: int | None = None
-        self.base_url = ""
-        self.last_error: str | None = None
-        self.started_at: float | None = None
-        self._on_state = on_state
-        self._clock = clock
-        self._fail = fail
-        self._exit: list[defer.Deferred[Any]] = []
-        StubProcess.spawned.append(self)
-
-    def _set(self, new: str) -> None:
-        old, self.state = self.state, new
-        self._on_state(self, old, new)
-
-    def start(self) -> defer.Deferred[None]:
-        self._set("starting")
-        self.pid = 1000 + len(StubProcess.spawned)
-        d: defer.Deferred[None] = defer.Deferred()
-
-        def done() -> None:
-            if self.state != "starting":
-                return
-            if self._fail:
-                self._set("failed")
-                d.errback(ContextError(f"The model '{self.alias}' failed to start: exit 1"))
-                return
-            self.port = 20000 + len(StubProcess.spawned)
-            self.base_url = f"http://127.0.0.1:{self.port}"
-            self.started_at = self._clock.seconds()
-            self._set("ready")
-            d.callback(None)
-
-        self._clock.callLater(START_TIME, done)
-        return d
-
-    def stop(self) -> defer.Deferred[int]:
-        self._set("stopping")
-        d: defer.Deferred[int] = defer.Deferred()
-
-        def done() -> None:
-            self._set("stopped")
-            d.callback(0)
-
-        self._clock.callLater(STOP_TIME, done)
-        return d
-
-    def crash(self) -> None:
-        self._set("failed")
-
-    def when_exited(self) -> defer.Deferred[Any]:
-        d: defer.Deferred[Any] = defer.Deferred()
-        self._exit.append(d)
-        return d
-
-    def recent_logs(self) -> list[str]:
-        return []
-
-    def add_log_listener(self, listener: Any) -> None:
-        pass
-
-    def remove_log_listener(self, listener: Any) -> None:
-        pass
-
-
-def alias(name: str, ttl: float | None = None) -> LocalAlias:
-    return LocalAlias(name=name, model_path=f"/m/{name}.gguf", source="user", request_params={},
-                      ttl=ttl)  # fmt: skip
-
-
-@implementer(IStateListener)
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def on_state_change(self, event: str, alias: str, detail: dict[str, Any]) -> None:
-        self.events.append((event, alias))
-
-
-def make(
-    failing: frozenset[str] = frozenset(), **limits: Any
-) -> tuple[DefaultSharedContext, Clock, Recorder]:
-    StubProcess.spawned = []
-    clock = Clock()
-
-    def factory(a: LocalAlias, on_state: Any) -> StubProcess:
-        return StubProcess(a, on_state, clock, fail=a.name in failing)
-
-    ctx = DefaultSharedContext(factory, clock=clock, limits=ContextLimits(**limits))
-    rec = Recorder()
-    ctx.add_state_listener(rec)
-    return ctx, clock, rec
-
-
-def result_of(d: defer.Deferred[Any]) -> Any:
-    """The Deferred's result once it fired (captured once), else None."""
-    box: list[Any] | None = getattr(d, "_test_box", None)
-    if box is None:
-        box = []
-        d._test_box = box  # type: ignore[attr-defined]
-        d.addBoth(box.append)
-    return box[0] if box else None
-
-
-def results(ds: list[defer.Deferred[Any]]) -> list[Any]:
-    return [result_of(d) for d in ds]
+from tests.unit.shared_context.helpers import (
+    START_TIME,
+    STOP_TIME,
+    StubProcess,
+    alias,
+    make,
+    make_strict,
+    result_of,
+    results,
+)
 
 
 def test_interfaces() -> None:
@@ -294,49 +181,6 @@ def test_global_ttl_counts_from_last_release() -> None:
     assert not ctx.is_loaded("a")
 
 
-def test_per_alias_concurrency_limit_is_429_with_retry_after() -> None:
-    ctx, clock, _ = make(max_concurrent_per_alias=2)
-    ds = [ctx.acquire(alias("a")) for _ in range(3)]
-    (third,) = results(ds[2:])
-    assert third.value.status == 429 and "Retry-After" in third.value.headers
-    clock.advance(START_TIME)
-    assert all(isinstance(x, Lease) for x in results(ds[:2]))
-
-
-def test_queue_full_is_503_with_retry_after() -> None:
-    ctx, clock, _ = make(max_queue=2)
-    ds = [ctx.acquire(alias("a")) for _ in range(3)]
-    (third,) = results(ds[2:])
-    assert third.value.status == 503 and third.value.code == "queue_full"
-    assert third.value.headers["Retry-After"]
-    clock.advance(START_TIME)
-
-
-def test_queue_wait_timeout_is_503() -> None:
-    ctx, clock, _ = make(queue_timeout=5)
-    d = ctx.acquire(alias("a"))
-    clock.advance(START_TIME)
-    lease = results([d])[0]
-    d_b = ctx.acquire(alias("b"))  # must wait for 'a', which is held
-    clock.advance(5)
-    (err,) = results([d_b])
-    assert err.value.status == 503 and err.value.code == "queue_timeout"
-    lease.release()
-
-
-def test_cancelled_waiter_leaves_the_queue() -> None:
-    ctx, clock, _ = make()
-    d = ctx.acquire(alias("a"))
-    clock.advance(START_TIME)
-    lease = results([d])[0]
-    d_b = ctx.acquire(alias("b"))
-    d_b.addErrback(lambda f: None)
-    d_b.cancel()
-    lease.release()
-    clock.advance(100)
-    assert len(StubProcess.spawned) == 1  # nobody wanted 'b' any more
-
-
 def test_unload_waits_for_leases_then_stops() -> None:
     ctx, clock, rec = make()
     d = ctx.acquire(alias("a"))
@@ -391,94 +235,6 @@ def test_running_reports_state() -> None:
     lease.release()
 
 
-NAMES = ("a", "b", "c")
-
-
-class ContextModel(RuleBasedStateMachine):
-    """Random requests, releases, time, crashes and unloads; invariants after each step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ctx, self.clock, self.rec = make(max_loaded=2, ttl=20, max_queue=1000,
-                                              queue_timeout=10_000)  # fmt: skip
-        self.pending: list[tuple[str, defer.Deferred[Any]]] = []
-        self.leases: list[Lease] = []
-        self.granted_wrong = 0
-
-    def _collect(self) -> None:
-        still = []
-        for name, d in self.pending:
-            result = result_of(d)
-            if result is None:
-                still.append((name, d))
-                continue
-            if isinstance(result, Lease):
-                if result.alias != name:
-                    self.granted_wrong += 1
-                self.leases.append(result)
-        self.pending = still
-
-    @rule(name=st.sampled_from(NAMES))
-    def request(self, name: str) -> None:
-        d = self.ctx.acquire(alias(name))
-        self.pending.append((name, d))
-        self._collect()
-
-    @precondition(lambda self: self.leases)
-    @rule(i=st.integers(min_value=0, max_value=50))
-    def finish(self, i: int) -> None:
-        self.leases.pop(i % len(self.leases)).release()
-        self._collect()
-
-    @rule(seconds=st.sampled_from([0.1, 0.5, 2.0, 5.0, 30.0]))
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self._collect()
-
-    @rule(name=st.sampled_from(NAMES))
-    def crash(self, name: str) -> None:
-        proc = self.ctx.process_for(name)
-        if proc is not None and proc.state == "ready":
-            proc.crash()  # type: ignore[attr-defined]
-            # Leases on the dead server end with the stream's error.
-            self.leases = [lease for lease in self.leases if lease.alias != name]
-        self._collect()
-
-    @rule(name=st.sampled_from(NAMES))
-    def unload(self, name: str) -> None:
-        self.ctx.stop(name)
-        self._collect()
-
-    @invariant()
-    def invariants(self) -> None:
-        live = [p for p in StubProcess.spawned if p.state in ("starting", "ready", "stopping")]
-        # One process per alias, never more than max_loaded at once.
-        assert len({p.alias for p in live}) == len(live)
-        assert len(live) <= 2
-        # Nobody is answered by another alias's model.
-        assert self.granted_wrong == 0
-        # A server with leases is never stopping.
-        for lease in self.leases:
-            proc = self.ctx.process_for(lease.alias)
-            assert proc is not None and proc.state == "ready", (lease.alias, proc)
-
-    def teardown(self) -> None:
-        for lease in self.leases:
-            lease.release()
-        # Everything waiting is eventually served once leases end (no starvation).
-        for _ in range(20):
-            self.clock.advance(10)
-            self._collect()
-            for lease in self.leases:
-                lease.release()
-            self.leases.clear()
-        assert not self.pending, f"starved: {[n for n, _ in self.pending]}"
-
-
-ContextModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
-TestContextModel = ContextModel.TestCase
-
-
 def test_factory_that_cannot_spawn_fails_the_waiters_with_its_message() -> None:
     clock = Clock()
 
@@ -490,32 +246,6 @@ def test_factory_that_cannot_spawn_fails_the_waiters_with_its_message() -> None:
     errors = results(ds)
     assert all("not installed" in e.value.message for e in errors)
     assert ctx.running() == []
-
-
-class StrictStubProcess(StubProcess):
-    """Like LlamaServerProcess: stopping a start fails the start's Deferred."""
-
-    def start(self) -> defer.Deferred[None]:
-        self._pending_start = super().start()
-        return self._pending_start
-
-    def stop(self) -> defer.Deferred[int]:
-        was_starting = self.state == "starting"
-        d = super().stop()
-        if was_starting and not self._pending_start.called:
-            self._pending_start.errback(ContextError(f"model '{self.alias}' was stopped"))
-        return d
-
-
-def make_strict(**limits: Any) -> tuple[DefaultSharedContext, Clock]:
-    StubProcess.spawned = []
-    clock = Clock()
-    ctx = DefaultSharedContext(
-        lambda a, on_state: StrictStubProcess(a, on_state, clock),
-        clock=clock,
-        limits=ContextLimits(**limits),
-    )
-    return ctx, clock
 
 
 def test_unload_while_loading_does_not_fail_requests_that_come_after() -> None:
