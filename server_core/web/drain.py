@@ -8,7 +8,7 @@ after flushing them, then close upstream pools and stop managed processes.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -17,7 +17,6 @@ from twisted.logger import Logger
 from server_core._twisted_compat import clear_exit_signal
 from server_core.errors import ContextError, ServerCoreError
 from server_core.interfaces import IRouterState
-from server_core.sse import ForwardedSse
 from server_core.web.site import GuardedSite
 
 __all__ = ["DrainService", "InFlight", "shutting_down"]
@@ -25,6 +24,12 @@ __all__ = ["DrainService", "InFlight", "shutting_down"]
 log = Logger()
 
 _T = TypeVar("_T")
+
+
+class EndableStream(Protocol):
+    """A stream relaying to a client that the drain may end with one error event."""
+
+    def end_with(self, error: ServerCoreError) -> None: ...
 
 
 class InFlight:
@@ -36,7 +41,7 @@ class InFlight:
     """
 
     def __init__(self) -> None:
-        self._streams: set[ForwardedSse] = set()
+        self._streams: set[EndableStream] = set()
         self._waiting: set[defer.Deferred[Any]] = set()
         self._count = 0
         self._idle_waiters: list[defer.Deferred[None]] = []
@@ -55,10 +60,10 @@ class InFlight:
             for d in waiters:
                 d.callback(None)
 
-    def add_stream(self, stream: ForwardedSse) -> None:
+    def add_stream(self, stream: EndableStream) -> None:
         self._streams.add(stream)
 
-    def discard_stream(self, stream: ForwardedSse) -> None:
+    def discard_stream(self, stream: EndableStream) -> None:
         self._streams.discard(stream)
 
     def waiting(self, d: defer.Deferred[_T]) -> defer.Deferred[_T]:
