@@ -207,6 +207,7 @@ class Slot:
         self._enter(Draining())
 
     def stop(self, reason: str) -> None:
+        """The process is being stopped: no lease, no idle timer from now on."""
         self._enter(Stopping(reason))
 
     def stopped(self) -> None:
@@ -218,6 +219,7 @@ class Slot:
         self._enter(Failed(error))
 
     def lost(self, error: str) -> None:
+        """The server died: its leases hear of it through ``when_gone``."""
         self._enter(Lost(error))
 
     # -- leases and the idle timer -----------------------------------------------------

@@ -129,6 +129,7 @@ class DefaultSharedContext:
         return slot is not None and slot.up
 
     def add_state_listener(self, listener: IStateListener) -> None:
+        """Tell ``listener`` of every start, ready, stop, failure and granted request."""
         self._listeners.append(listener)
 
     def running(self) -> list[dict[str, Any]]:
@@ -137,6 +138,7 @@ class DefaultSharedContext:
         return [self._row(slot, now) for _, slot in sorted(self._slots.items())]
 
     def process_for(self, alias_name: str) -> IServerProcess | None:
+        """The live process serving ``alias_name`` (for its logs), if any."""
         slot = self._slots.get(alias_name)
         return slot.process if slot else None
 
