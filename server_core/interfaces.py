@@ -7,19 +7,26 @@ objects and notifies ``IStateListener`` objects.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import Attribute, Interface
 
+if TYPE_CHECKING:  # names for the signatures only; this module stays a leaf
+    from twisted.web.server import Request
+
+    from server_core.aliases import LocalAlias, Resolved
+    from server_core.reply import ReplyTracker
+    from server_core.router_state import UpstreamReply
+
 
 class IAliasStore(Interface):
     """Model name -> alias (user, model file, external server, remote API)."""
 
-    def resolve(model: str) -> Any:
+    def resolve(model: str) -> Resolved:
         """Return the ``Resolved`` route for a client's ``model`` field.
 
         Lookup order: user alias, model-file alias, external alias, API alias
@@ -29,21 +36,25 @@ class IAliasStore(Interface):
     def list_models() -> list[dict[str, Any]]:
         """OpenAI ``/v1/models`` entries (``id``, ``object``, ``owned_by``, ...)."""
 
-    def local_aliases() -> list[Any]:
+    def local_aliases() -> list[LocalAlias]:
         """The aliases served by managed llama-server processes."""
 
 
 class IRouterState(Interface):
     """What a route handler may do: resolve a model, forward a request, answer with it."""
 
-    def respond(request: Any, endpoint: str, body: dict[str, Any], tracker: Any) -> Any:
+    def respond(
+        request: Request, endpoint: str, body: dict[str, Any], tracker: ReplyTracker
+    ) -> Awaitable[bytes | None]:
         """Forward ``body`` and deliver the reply to ``request`` (error, JSON or stream).
 
         Returns a Deferred firing with the JSON body to return, or None once a stream has
         ended. ``tracker`` sees the work in progress so a drain can end it honestly.
         """
 
-    def forward(endpoint: str, body: dict[str, Any], headers: Any) -> Any:
+    def forward(
+        endpoint: str, body: dict[str, Any], headers: Headers | None
+    ) -> Awaitable[UpstreamReply]:
         """Forward ``body`` to where its ``model`` goes.
 
         Returns a Deferred firing with an ``UpstreamReply`` (status, headers, body
@@ -56,8 +67,8 @@ class IRouterState(Interface):
     def get_model(model_id: str) -> dict[str, Any] | None:
         """One ``/v1/models/{id}`` entry, or None."""
 
-    def close() -> Any:
-        """Release pools and stop what this router owns; returns a Deferred."""
+    def close() -> Awaitable[None]:
+        """Release pools and stop what this router owns."""
 
 
 class IUpstreamClient(Interface):
@@ -96,21 +107,21 @@ class ILease(Interface):
     def release() -> None:
         """Give the lease back. Idempotent."""
 
-    def when_lost() -> Any:
+    def when_lost() -> Deferred[None]:
         """A fresh Deferred that fires if the server dies while leased."""
 
 
 class ISharedContext(Interface):
     """Which llama-server processes run: started on demand, swapped, stopped."""
 
-    def acquire(alias: Any) -> Any:
-        """A Deferred firing with an ``ILease`` on a ready server for ``alias``."""
+    def acquire(alias: LocalAlias) -> Deferred[ILease]:
+        """Fires with a lease on a ready server for ``alias`` (started or swapped in)."""
 
-    def stop(alias_name: str | None = None) -> Any:
-        """Stop one alias's server or all of them; Deferred fires when stopped."""
+    def stop(alias_name: str | None = None) -> Deferred[None]:
+        """Stop one alias's server or all of them; fires when stopped."""
 
-    def close() -> Any:
-        """Shutdown: refuse new requests and stop every process now (Deferred)."""
+    def close() -> Deferred[None]:
+        """Shutdown: refuse new requests and stop every process now."""
 
     def is_loaded(alias_name: str) -> bool:
         """True while that alias's server is ready."""
@@ -143,20 +154,20 @@ class IServerProcess(Interface):
     started_at = Attribute("clock time when it became ready, else None")
     last_error = Attribute("why the last start failed or the process died, else None")
 
-    def start() -> Any:
+    def start() -> Deferred[None]:
         """Spawn and wait for readiness; Deferred fires when ready."""
 
-    def stop() -> Any:
-        """SIGTERM the process group, SIGKILL after the grace period."""
+    def stop() -> Deferred[int | None]:
+        """SIGTERM the process group, SIGKILL after the grace period; fires with the exit."""
 
-    def when_exited() -> Any:
+    def when_exited() -> Deferred[int | None]:
         """A fresh Deferred firing with the exit status."""
 
     def recent_logs() -> list[str]:
         """The last lines of the child's output."""
 
-    def add_log_listener(listener: Any) -> None:
+    def add_log_listener(listener: Callable[[str], None]) -> None:
         """Call ``listener(line)`` for every new output line."""
 
-    def remove_log_listener(listener: Any) -> None:
+    def remove_log_listener(listener: Callable[[str], None]) -> None:
         """Stop calling ``listener``."""

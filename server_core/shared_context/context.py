@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from server_core.aliases import LocalAlias
 from server_core.errors import ContextError, ServerCoreError, internal_error
-from server_core.interfaces import IServerProcess, ISharedContext, IStateListener
+from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
 from server_core.shared_context._slot import Slot
 from server_core.shared_context._waiters import Waiter, WaitQueue
 from server_core.shared_context.lease import Lease
@@ -77,7 +77,7 @@ class DefaultSharedContext:
 
     # -- ISharedContext -----------------------------------------------------------
 
-    def acquire(self, alias: LocalAlias) -> defer.Deferred[Lease]:
+    def acquire(self, alias: LocalAlias) -> defer.Deferred[ILease]:
         """A lease on a ready server for ``alias``, at once or after waiting its turn."""
         if self._closing:
             return defer.fail(ContextError("The server is shutting down; retry the request."))
@@ -86,7 +86,7 @@ class DefaultSharedContext:
         # Fast path: nothing queued and the server is ready.
         slot = self._slots.get(alias.name)
         if not self._queue and slot is not None and slot.grantable:
-            return defer.succeed(self._grant(slot))
+            return defer.succeed(cast(ILease, self._grant(slot)))
         if len(self._queue) >= self._limits.max_queue:
             return defer.fail(queue_full(self._limits))
         waiter = self._queue.add(
@@ -96,7 +96,7 @@ class DefaultSharedContext:
             cancelled=self._pump_soon,
         )
         self._pump()
-        return waiter.deferred
+        return cast("defer.Deferred[ILease]", waiter.deferred)  # Deferred is invariant
 
     def stop(self, alias_name: str | None = None, *, force: bool = False) -> defer.Deferred[None]:
         """Stop one alias's server (or all) once its leases have ended.
