@@ -62,14 +62,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -83,6 +75,7 @@ def run_level(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str
     from twisted.internet import defer, task
     from twisted.web.client import HTTPConnectionPool
 
+    from harness._process import rss_kib
     from harness.client import stream_request
 
     body = {
@@ -103,7 +96,7 @@ def run_level(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str
             half["seen"] += 1
             # Sample RSS once, when every stream is in the middle of its body.
             if server_pid and not sampled.called and half["seen"] >= n * tokens // 2:
-                open_rss.append(rss_kib(server_pid))
+                open_rss.append(rss_kib(server_pid, default=0))
                 sampled.callback(None)
 
         cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
@@ -178,6 +171,8 @@ def level_in_subprocess(url: str, n: int, tokens: int, server_pid: int | None) -
 
 
 def main() -> int:
+    from harness._process import rss_kib
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,16,64,128")
     parser.add_argument("--tokens", type=int, default=64)
@@ -223,7 +218,7 @@ def main() -> int:
             subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
         # Warm up both paths (imports, pooled connections) before measuring.
         level_in_subprocess(f"http://127.0.0.1:{port}/v1/chat/completions", 2, 4, None)
-        idle_rss = rss_kib(server.pid)
+        idle_rss = rss_kib(server.pid, default=0)
         direct_url = f"http://127.0.0.1:{fake_port}/v1/chat/completions"
         proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         for n in levels:

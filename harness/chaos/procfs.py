@@ -1,9 +1,9 @@
 """server_core measured from outside, through ``/proc`` (Linux).
 
-Pure reads, no Twisted: whether a process is alive, its descendants, its RSS and its
-open file descriptors split into client connections, upstream connections and the
-rest (``FdCensus``). The after-run checks (``harness.chaos.checks``) compare these
-before and after a run.
+Pure reads: whether a process is alive, its descendants, its RSS (``rss_kib``, shared
+with the rest of the harness from ``harness._process``) and its open file descriptors
+split into client connections, upstream connections and the rest (``FdCensus``). The
+after-run checks (``harness.chaos.checks``) compare these before and after a run.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+
+from harness._process import rss_kib
 
 __all__ = ["FdCensus", "alive", "descendants", "fd_census", "rss_kib"]
 
@@ -50,15 +52,6 @@ def descendants(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return sorted(found)
-
-
-def rss_kib(pid: int) -> int:
-    """The resident set size of ``pid`` in KiB (``VmRSS``)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Spawned as ``sys.executable -m harness.fake_llama ARGS`` (no PATH dependency) with
 ``reactor.spawnProcess``, in its own process group, and told to exit if the test
 process disappears. ``started()`` fires when the child logs ``listening on
-http://HOST:PORT``.
+http://HOST:PORT``. Its output lines, waits and stop come from
+``harness._process.LineProcessProtocol``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IProcessTransport
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, succeed
 
+from harness._process import LineProcessProtocol
 from harness.fake_llama.runner import ENV_NEW_PGRP, ENV_PARENT_PID
 
 __all__ = ["FakeLlamaProcess", "ProcessExited"]
@@ -40,39 +38,14 @@ class ProcessExited(Exception):
         self.output = output
 
 
-class _Protocol(ProcessProtocol):
-    def __init__(self, owner: FakeLlamaProcess) -> None:
-        self.owner = owner
-        self._partial = {1: b"", 2: b""}
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        buf = self._partial.get(childFD, b"") + data
-        *lines, rest = buf.split(b"\n")
-        self._partial[childFD] = rest
-        for raw in lines:
-            self.owner._line(childFD, raw.decode("utf-8", "replace").rstrip("\r"))
-
-    def processEnded(self, reason: Failure) -> None:
-        for fd, rest in self._partial.items():
-            if rest:
-                self.owner._line(fd, rest.decode("utf-8", "replace"))
-        self._partial = {1: b"", 2: b""}
-        value = reason.value
-        status: int
-        if isinstance(value, ierror.ProcessTerminated) and value.signal is not None:
-            status = -int(value.signal)
-        else:
-            status = int(getattr(value, "exitCode", 0) or 0)
-        self.owner._ended(status)
-
-
-class FakeLlamaProcess:
+class FakeLlamaProcess(LineProcessProtocol):
     """A ``fake-llama-server`` child process.
 
     ``args`` are llama-server style arguments. When they hold no ``-m/--model`` a
     temporary model file is created (and removed on exit); when they hold no
     ``--port``, ``--port 0`` is added. ``faults`` is a convenience for one
-    ``--fault SPEC``.
+    ``--fault SPEC``. It is its own ``ProcessProtocol``: ``output`` is every line,
+    stdout and stderr, in arrival order.
     """
 
     def __init__(
@@ -84,11 +57,7 @@ class FakeLlamaProcess:
         env: Mapping[str, str] | None = None,
         python: str = sys.executable,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
-        self.reactor = reactor
+        super().__init__("fake-llama-server", reactor)
         self.args = list(args)
         self._tmpdir: str | None = None
         if not any(a in ("-m", "--model") or a.startswith("--model=") for a in self.args):
@@ -106,31 +75,24 @@ class FakeLlamaProcess:
         self.env[ENV_PARENT_PID] = str(os.getpid())
         self.env[ENV_NEW_PGRP] = "1"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
-        self.output: list[str] = []  # every line, stdout and stderr, in arrival order
+        self.output = self.lines  # the same list, under the name this class always had
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self.port: int | None = None
         self.host: str | None = None
-        self.exit_status: int | None = None
-        self.transport: IProcessTransport | None = None
-        self._started: list[Deferred[int]] = []
-        self._exited: list[Deferred[int]] = []
-        self._line_waiters: list[tuple[str, Deferred[str]]] = []
 
     # -- info ------------------------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        return None if self.transport is None else self.transport.pid
-
-    @property
     def url(self) -> str:
+        """``http://HOST:PORT`` as the child logged it; RuntimeError before that."""
         if self.port is None:
             raise RuntimeError("the fake has not reported its port yet")
         return f"http://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
+        """Spawned and not ended yet."""
         return self.transport is not None and self.exit_status is None
 
     # -- control ---------------------------------------------------------------------
@@ -141,7 +103,7 @@ class FakeLlamaProcess:
             return self
         argv = [self.python, "-m", "harness.fake_llama", *self.args]
         self.transport = self.reactor.spawnProcess(
-            _Protocol(self), self.python, argv, env=self.env, childFDs={0: "w", 1: "r", 2: "r"}
+            self, self.python, argv, env=self.env, childFDs={0: "w", 1: "r", 2: "r"}
         )
         return self
 
@@ -151,41 +113,12 @@ class FakeLlamaProcess:
         self.start()
         if self.port is not None:
             return succeed(self.port)
-        if self.exit_status is not None:
-            return fail(ProcessExited(self.exit_status, self.output))
-        d: Deferred[int] = Deferred()
-        self._started.append(d)
-        return d
-
-    def when_exited(self) -> Deferred[int]:
-        """A fresh Deferred firing with the exit status (code, or -signal)."""
-        if self.exit_status is not None:
-            return succeed(self.exit_status)
-        d: Deferred[int] = Deferred()
-        self._exited.append(d)
-        return d
+        return self.when_line(_LISTENING).addCallback(lambda match: int(match.group(3)))
 
     def wait_for_line(self, text: str) -> Deferred[str]:
-        """Fires with the first output line (past or future) containing ``text``."""
-        for line in self.output:
-            if text in line:
-                return succeed(line)
-        if self.exit_status is not None:
-            return fail(ProcessExited(self.exit_status, self.output))
-        d: Deferred[str] = Deferred()
-        self._line_waiters.append((text, d))
-        return d
-
-    def signal(self, sig: int | str) -> None:
-        """Send a signal (``signal.SIGTERM``, ``"TERM"``, ``"KILL"``...) to the child."""
-        if not self.running or self.transport is None:
-            return
-        name = sig if isinstance(sig, str) else signal.Signals(sig).name
-        name = name.removeprefix("SIG")
-        try:
-            self.transport.signalProcess(name)
-        except ierror.ProcessExitedAlready:
-            pass
+        """Fires with the first output line (past or future) containing ``text``;
+        errbacks with ProcessExited if the child ends first."""
+        return self.when_line(re.escape(text)).addCallback(lambda match: match.string)
 
     def stop(self, grace: float = 5.0) -> Deferred[int]:
         """SIGTERM, then SIGKILL (to the process group) after ``grace`` seconds.
@@ -196,61 +129,37 @@ class FakeLlamaProcess:
         if self.transport is None:
             self._cleanup_tmp()
             return 0
-        if self.exit_status is not None:
-            return self.exit_status
-        exited = self.when_exited()
-        self.signal("TERM")
-        killer = self.reactor.callLater(grace, self._kill)
-        try:
-            return await exited
-        finally:
-            if killer.active():
-                killer.cancel()
+        status, _ = await self.terminate(grace)
+        return status
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the child leads its own), then the child."""
         pid = self.pid
         if pid is not None and self.running:
             try:
-                os.killpg(pid, signal.SIGKILL)  # the child leads its own group
+                os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
             self.signal("KILL")
 
-    # -- protocol callbacks ----------------------------------------------------------
+    # -- LineProcessProtocol hooks ---------------------------------------------------
 
-    def _line(self, fd: int, line: str) -> None:
-        self.output.append(line)
+    def line_received(self, fd: int, line: str) -> None:
+        """Sort the line by stream; the first ``listening on`` line gives host and port."""
         (self.stdout_lines if fd == 1 else self.stderr_lines).append(line)
         if self.port is None:
             m = _LISTENING.search(line)
             if m:
                 self.host = m.group(2).strip("[]")
                 self.port = int(m.group(3))
-                waiters, self._started = self._started, []
-                for sd in waiters:
-                    sd.callback(self.port)
-        if self._line_waiters:
-            keep = []
-            for text, ld in self._line_waiters:
-                if text in line:
-                    ld.callback(line)
-                else:
-                    keep.append((text, ld))
-            self._line_waiters = keep
 
-    def _ended(self, status: int) -> None:
-        self.exit_status = status
+    def child_exited(self, status: int) -> None:
+        """The temporary model file is no longer needed."""
         self._cleanup_tmp()
-        exc = ProcessExited(status, self.output)
-        started, self._started = self._started, []
-        for sd in started:
-            sd.errback(Failure(exc))
-        waiters, self._line_waiters = self._line_waiters, []
-        for _, ld in waiters:
-            ld.errback(Failure(ProcessExited(status, self.output)))
-        exited, self._exited = self._exited, []
-        for ed in exited:
-            ed.callback(status)
+
+    def exit_error(self) -> Exception:
+        """Waits for a line or for the start fail with ProcessExited."""
+        return ProcessExited(self.exit_status or 0, self.output)
 
     def _cleanup_tmp(self) -> None:
         if self._tmpdir is not None:
