@@ -35,14 +35,27 @@ def modules() -> Iterator[tuple[str, Path]]:
 
 
 def imports_of(path: Path) -> set[str]:
+    """Modules imported at run time (imports only for type checkers do not count)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            for child in node.orelse:
+                visit(child)
+            return
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             # ``from package import submodule`` imports that submodule too.
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
     return found
 
 
