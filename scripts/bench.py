@@ -90,7 +90,7 @@ def run_level(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str
         pool = HTTPConnectionPool(reactor, persistent=False)
         open_rss: list[int] = []
         half = {"seen": 0}
-        sampled = defer.Deferred()
+        sampled: defer.Deferred[None] = defer.Deferred()
 
         def on_event(event: Any, t: float) -> None:
             half["seen"] += 1
