@@ -22,6 +22,7 @@ from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 
 __all__ = [
+    "EarlyAnswerChannel",
     "GenericHTTPChannelProtocol",
     "HTTP11ClientFactory",
     "RequestNotSent",
@@ -167,3 +168,28 @@ def raise_synchronously(service: StreamServerEndpointService) -> None:
     the service resets it after its first start.
     """
     service._raiseSynchronously = True
+
+
+class EarlyAnswerChannel(http.HTTPChannel):
+    """An ``HTTPChannel`` whose own early refusals go through public, overridable hooks.
+
+    Twisted answers a request it cannot parse (bad request line, header syntax or
+    framing, too many headers) from the private ``_respondToBadRequestAndDisconnect``
+    with a bare ``400`` and no body, and sends ``100 Continue`` from the private
+    ``_send100Continue`` right after ``gotLength``, even when that request was refused.
+    """
+
+    def bad_request(self) -> None:
+        """Answer a request Twisted could not parse, then close (default: Twisted's bare 400)."""
+        super()._respondToBadRequestAndDisconnect()
+
+    def continue_allowed(self) -> bool:
+        """Whether the ``100 Continue`` Twisted is about to send may go out."""
+        return True
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.bad_request()
+
+    def _send100Continue(self) -> None:
+        if self.continue_allowed():
+            super()._send100Continue()

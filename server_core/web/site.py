@@ -2,8 +2,13 @@
 
 ``GuardedSite`` is a twisted.web ``Site`` whose requests are refused with 413 before an
 oversized body is read, whose connections must deliver each request (headers and body)
-within a deadline, whose undecodable URLs get a JSON 400 instead of Klein's HTML page,
-and which can close every connection after flushing it (the drain's last step).
+within a deadline, and which can close every connection after flushing it (the drain's
+last step). No body is parsed before routing and authentication (Twisted would turn form
+and multipart bodies into ``request.args`` first). Every answer it gives itself is an
+OpenAI-shaped JSON error: Twisted's bare ``400`` for an unparseable request, its silent
+close for an over-long line, its ``100 Continue`` after a 413, undecodable URLs, the
+``*`` target, a missing or repeated ``Host`` and empty path segments (which the router
+would answer with a redirect that escapes as a 500).
 """
 
 from __future__ import annotations
@@ -14,22 +19,65 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
 
-from server_core._twisted_compat import GenericHTTPChannelProtocol, channel_disconnected
-from server_core.errors import BadRequest, BodyTooLarge
+from server_core._twisted_compat import (
+    EarlyAnswerChannel,
+    GenericHTTPChannelProtocol,
+    channel_disconnected,
+)
+from server_core.errors import BadRequest, BodyTooLarge, NotFound, ServerCoreError
 from server_core.upstream import set_nodelay
 
-__all__ = ["HEADER_TIMEOUT", "GuardedChannel", "GuardedRequest", "GuardedSite"]
+__all__ = ["HEADER_TIMEOUT", "GuardedChannel", "GuardedRequest", "GuardedSite", "write_and_close"]
 
 HEADER_TIMEOUT = 30.0
 
+_MALFORMED = BadRequest(
+    "The HTTP request is malformed: check the request line (METHOD /path HTTP/1.1), the "
+    "header syntax (Name: value, no control characters), the Content-Length or chunked "
+    "framing, and that the headers stay within 500 lines and 16384 bytes.",
+    code="malformed_request",
+)
+
+
+def _early_error(request: server.Request) -> ServerCoreError | None:
+    """What is wrong with a request before any route sees it, or None."""
+    if request.path == b"*":
+        return BadRequest(
+            "The request target '*' is not supported; request a path such as /v1/models.",
+            code="invalid_request_target",
+        )
+    hosts = request.requestHeaders.getRawHeaders(b"host") or []
+    if len(hosts) > 1 or (not hosts and request.clientproto == b"HTTP/1.1"):
+        return BadRequest(
+            f"An HTTP/1.1 request must carry exactly one Host header; this one has {len(hosts)}.",
+            code="invalid_host_header",
+        )
+    try:
+        unquote_to_bytes(request.path).decode("utf-8")
+    except UnicodeDecodeError:
+        return BadRequest("The URL is not valid UTF-8 after percent-decoding.")
+    if b"//" in request.path:
+        # The router answers an empty segment with a redirect that escapes it (a 500).
+        path = request.path.decode("utf-8", "replace")[:200]
+        return NotFound(f"Unknown route: {path}", code="not_found")
+    return None
+
 
 class GuardedRequest(server.Request):
-    """Rejects bodies over the site's cap with 413 before reading them whole."""
+    """Rejects bodies over the site's cap with 413 before reading them whole.
+
+    Bodies are never parsed here (``parsePOSTFormSubmission=False``): the route reads
+    ``content`` after authentication. Query-string arguments are still in ``args``.
+    """
 
     _received = 0
-    _rejected = False
+    rejected = False
+
+    def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
+        kw["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kw)
 
     def _cap(self) -> int:
         site = getattr(self.channel, "site", None)
@@ -42,7 +90,7 @@ class GuardedRequest(server.Request):
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._rejected:
+        if self.rejected:
             return
         self._received += len(data)
         if self._received > self._cap():
@@ -51,16 +99,15 @@ class GuardedRequest(server.Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self._rejected:
+        if not self.rejected:
             super().requestReceived(command, path, version)
 
     def process(self) -> None:
-        # Klein answers an undecodable URL with an HTML page; ours is JSON like the rest.
-        try:
-            unquote_to_bytes(self.path).decode("utf-8")
-        except UnicodeDecodeError:
-            body = BadRequest("The URL is not valid UTF-8 after percent-decoding.").to_json()
-            self.setResponseCode(400)
+        # Klein would answer these with HTML, an empty 405 or a 500; ours are JSON.
+        error = _early_error(self)
+        if error is not None:
+            body = error.to_json()
+            self.setResponseCode(error.status)
             self.setHeader(b"content-type", b"application/json")
             self.setHeader(b"content-length", str(len(body)).encode())
             self.write(body)
@@ -75,26 +122,36 @@ class GuardedRequest(server.Request):
         super().setHeader(name, value)
 
     def _reject(self) -> None:
-        self._rejected = True
+        self.rejected = True
         cap = self._cap()
-        body = BodyTooLarge(
+        error = BodyTooLarge(
             f"The request body is larger than {cap} bytes; send a smaller request."
-        ).to_json()
-        transport = self.channel.transport
-        if transport is None:
-            return
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
-        transport.loseConnection()
+        transport = self.channel.transport
+        if transport is not None:
+            write_and_close(transport, error, b"Payload Too Large")
 
 
-class GuardedChannel(http.HTTPChannel):
+def write_and_close(transport: Any, error: ServerCoreError, reason: bytes) -> None:
+    """Write ``error`` as a whole HTTP/1.1 response below any Request, then close.
+
+    For answers given before (or instead of) a ``Request``: Twisted's parser refusals
+    and the body cap, where the request's own response machinery is not usable.
+    """
+    body = error.to_json()
+    transport.write(
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (error.status, reason, len(body), body)
+    )
+    transport.loseConnection()
+
+
+class GuardedChannel(EarlyAnswerChannel):
     """Closes connections whose request (headers and body) takes longer than the deadline.
 
     The deadline also bounds how long an idle keep-alive connection waits for its next
     request; it is off while a response is being produced (streams may last hours).
+    Twisted's own refusals (see ``EarlyAnswerChannel``) are answered in JSON.
     """
 
     header_timeout = HEADER_TIMEOUT
@@ -102,6 +159,7 @@ class GuardedChannel(http.HTTPChannel):
     # No byte of a request since the connection opened or the last response: a deadline
     # reached then closes cleanly (FIN) instead of resetting, since nothing was cut.
     _idle = True
+    _refused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -140,6 +198,29 @@ class GuardedChannel(http.HTTPChannel):
             self._arm()
         super().requestDone(request)
 
+    def bad_request(self) -> None:
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        write_and_close(self.transport, _MALFORMED, b"Bad Request")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Twisted closes with no status at all; say which limit was hit.
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        error = BadRequest(
+            f"A request line or header line is longer than {self.MAX_LENGTH} bytes; "
+            "shorten the URL or the header.",
+            status=431,
+            code="request_header_fields_too_large",
+        )
+        write_and_close(self.transport, error, b"Request Header Fields Too Large")
+
+    def continue_allowed(self) -> bool:
+        # No "100 Continue" behind the 413 that already refused this body.
+        return not (self.requests and getattr(self.requests[-1], "rejected", False))
+
     def _too_slow(self) -> None:
         self._deadline = None
         if self.transport is None:
@@ -171,7 +252,8 @@ class GuardedSite(server.Site):
     requestFactory = GuardedRequest
 
     def __init__(self, resource: Any, *, max_body_bytes: int, header_timeout: float, **kw: Any):
-        super().__init__(resource, **kw)
+        # Bodies are read by the routes after authentication, never parsed into args here.
+        super().__init__(resource, parsePOSTFormSubmission=False, **kw)
         self.max_body_bytes = max_body_bytes
         self.header_timeout = header_timeout
         self.displayTracebacks = False

@@ -193,3 +193,103 @@ async def test_undecodable_url_is_json_and_no_version_banner() -> None:
         )
         head = received.partition(b"\r\n\r\n")[0].lower()
         assert b"server: server-core" in head and b"twisted" not in head
+
+
+class Args(resource.Resource):
+    """Shows what Twisted made of the request before any route ran."""
+
+    isLeaf = True
+
+    def render_POST(self, request: object) -> bytes:
+        args = sorted(request.args)  # type: ignore[attr-defined]
+        left = len(request.content.read())  # type: ignore[attr-defined]
+        return json.dumps({"args": [a.decode() for a in args], "body": left}).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_form_bodies_are_not_parsed_before_routing_but_the_query_is() -> None:
+    body = b"a=1&b=2"
+    for ctype in (b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=zz"):
+        head = (
+            b"POST /x?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+            + ctype
+            + b"\r\nContent-Length: 7\r\n\r\n"
+        )
+        guarded = GuardedSite(Args(), max_body_bytes=1000, header_timeout=5, reactor=reactor)
+        received, _ = await exchange(guarded, [head + body])
+        assert received.startswith(b"HTTP/1.1 200"), received
+        assert json.loads(received.partition(b"\r\n\r\n")[2]) == {"args": ["follow"], "body": 7}
+
+
+def routes_site() -> GuardedSite:
+    from server_core.testing import StubRouter
+    from server_core.web import OpenAIRoutes
+
+    routes = OpenAIRoutes(StubRouter(reactor), clock=reactor)
+    return GuardedSite(routes.resource(), max_body_bytes=1000, header_timeout=5, reactor=reactor)
+
+
+def dechunked(body: bytes) -> bytes:
+    """A chunked body's payload (enough for the whole bodies these tests read)."""
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        out, body = out + rest[:n], rest[n + 2 :]
+    return out
+
+
+def json_answer(received: bytes) -> tuple[int, dict[str, object]]:
+    """The status and the OpenAI error object of a whole raw response."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), received
+    if b"transfer-encoding: chunked" in head.lower():
+        body = dechunked(body)
+    error = json.loads(body)["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert {"message", "type", "code", "param"} <= set(error)
+    return int(head.split()[1]), error
+
+
+CLOSE = b"Host: x\r\nConnection: close\r\n"
+EARLY = [
+    (b"GET /v1//models HTTP/1.1\r\n" + CLOSE + b"\r\n", 404),
+    (b"POST /v1//chat/completions HTTP/1.1\r\n" + CLOSE + b"Content-Length: 2\r\n\r\n{}", 404),
+    (b"GET /logs//x HTTP/1.1\r\n" + CLOSE + b"\r\n", 404),
+    (b"GET /v1/models/\xff HTTP/1.1\r\n" + CLOSE + b"\r\n", 400),
+    (b"GET * HTTP/1.1\r\n" + CLOSE + b"\r\n", 400),
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n" + CLOSE + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\n" + CLOSE + b"X-A: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\n" + CLOSE + b"X-A: b\r\n" * 600 + b"\r\n", 400),
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\n" + CLOSE + b"Content-Length: zz\r\n\r\n", 400),
+    (
+        b"POST /v1/completions HTTP/1.1\r\n" + CLOSE + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    (b"GET /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n", 400),
+    (
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        + CLOSE
+        + b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 5\r\n\r\nhello",
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "status"), EARLY, ids=[str(i) for i in range(len(EARLY))])
+@pytest_twisted.ensureDeferred
+async def test_every_early_answer_has_a_status_and_an_openai_body(raw: bytes, status: int) -> None:
+    received, _ = await exchange(routes_site(), [raw])
+    assert json_answer(received)[0] == status
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_100_continue_follows_a_413() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    received, _ = await exchange(site(), [head])
+    assert b"100 Continue" not in received
+    assert json_answer(received)[0] == 413

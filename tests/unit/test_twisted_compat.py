@@ -31,6 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from server_core._twisted_compat import (
+    EarlyAnswerChannel,
     GenericHTTPChannelProtocol,
     HTTP11ClientFactory,
     RequestNotSent,
@@ -251,3 +252,49 @@ def test_raise_synchronously_makes_a_listen_failure_raise_from_the_start() -> No
     raise_synchronously(loud)
     with pytest.raises(CannotListenError):
         loud.privilegedStartService()
+
+
+class _Hooked(EarlyAnswerChannel):
+    """Records which early-answer hook Twisted's parser called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.allow = True
+
+    def bad_request(self) -> None:
+        self.calls.append("bad_request")
+        super().bad_request()
+
+    def continue_allowed(self) -> bool:
+        self.calls.append("continue_allowed")
+        return self.allow
+
+
+def _hooked_channel() -> tuple[_Hooked, StringTransport]:
+    channel = _Hooked()
+    channel.requestFactory = ServerRequest  # type: ignore[assignment]
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_twisted_refuses_unparseable_requests_through_the_bad_request_hook() -> None:
+    # Pins HTTPChannel._respondToBadRequestAndDisconnect as the one bare-400 path.
+    channel, transport = _hooked_channel()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+    assert channel.calls == ["bad_request"]
+    assert transport.value() == b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Twisted's default
+
+
+def test_twisted_asks_before_sending_100_continue() -> None:
+    # Pins HTTPChannel._send100Continue, called after gotLength for Expect: 100-continue.
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    channel, transport = _hooked_channel()
+    channel.dataReceived(head)
+    assert channel.calls == ["continue_allowed"]
+    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    refusing, transport = _hooked_channel()
+    refusing.allow = False
+    refusing.dataReceived(head)
+    assert transport.value() == b""
