@@ -19,6 +19,7 @@ from yaml.nodes import Node
 from server_core.aliases import DefaultAliasStore
 from server_core.config._values import ConfigReader
 from server_core.config._yaml_nodes import NodeMap, is_null
+from server_core.config.browser_values import allowed_host_entries, cors_origin_entries
 from server_core.config.alias_entries import read_aliases
 from server_core.config.schema import (
     LLAMA_KEYS,
@@ -121,6 +122,15 @@ def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
         max_body_bytes=m.get("max_body_bytes", reader.count(1), d.max_body_bytes),
         keepalive_interval=m.get("keepalive_interval", reader.positive, d.keepalive_interval),
         drain_timeout=m.get("drain_timeout", reader.non_negative, d.drain_timeout),
+        allowed_hosts=m.get(
+            "allowed_hosts", lambda n, p: allowed_host_entries(reader, n, p), d.allowed_hosts
+        ),
+        cors_origins=m.get(
+            "cors_origins", lambda n, p: cors_origin_entries(reader, n, p), d.cors_origins
+        ),
+        allow_unauthenticated=m.get(
+            "allow_unauthenticated", reader.boolean, d.allow_unauthenticated
+        ),
         upstream=_upstream_settings(reader, upstream),
     )
 

@@ -3,7 +3,8 @@
 Every section is optional::
 
     server: {listen, api_keys | api_keys_env, max_body_bytes, keepalive_interval,
-             drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout}}
+             drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout},
+             allowed_hosts, cors_origins, allow_unauthenticated}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, max_queue, queue_timeout,
                    max_concurrent_per_alias}
@@ -48,6 +49,9 @@ SERVER_KEYS = (
     "keepalive_interval",
     "drain_timeout",
     "upstream",
+    "allowed_hosts",
+    "cors_origins",
+    "allow_unauthenticated",
 )
 UPSTREAM_KEYS = ("connect_timeout", "header_timeout", "idle_timeout")
 LLAMA_KEYS = (

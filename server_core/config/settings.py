@@ -47,6 +47,13 @@ class ServerSettings:
     """Seconds of silence before a ``: keep-alive`` SSE comment."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight responses may take to finish."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``Host`` names accepted besides the loopback names and the listen address's host
+    (``name`` on any port, ``name:port`` on that one; ``*`` turns the check off)."""
+    cors_origins: tuple[str, ...] = ()
+    """Web origins (``scheme://host[:port]``) whose pages may call the API; none by default."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback address without API keys (refused otherwise)."""
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
 
