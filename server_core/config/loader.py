@@ -19,8 +19,8 @@ from yaml.nodes import Node
 from server_core.aliases import DefaultAliasStore
 from server_core.config._values import ConfigReader
 from server_core.config._yaml_nodes import NodeMap, is_null
-from server_core.config.browser_values import allowed_host_entries, cors_origin_entries
 from server_core.config.alias_entries import read_aliases
+from server_core.config.browser_values import allowed_host_entries, cors_origin_entries
 from server_core.config.schema import (
     LLAMA_KEYS,
     SERVER_KEYS,
@@ -159,6 +159,9 @@ def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
         ttl=m.get("ttl", reader.ttl, d.ttl),
         start_timeout=m.get("start_timeout", reader.positive, d.start_timeout),
         stop_grace=m.get("stop_grace", reader.non_negative, d.stop_grace),
+        liveness_interval=m.get("liveness_interval", reader.non_negative, d.liveness_interval),
+        liveness_timeout=m.get("liveness_timeout", reader.positive, d.liveness_timeout),
+        liveness_misses=m.get("liveness_misses", reader.count(0), d.liveness_misses),
         max_queue=m.get("max_queue", reader.count(1), d.max_queue),
         queue_timeout=m.get("queue_timeout", reader.positive, d.queue_timeout),
         max_concurrent_per_alias=m.get(
