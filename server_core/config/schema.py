@@ -6,7 +6,8 @@ Every section is optional::
              drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout},
              allowed_hosts, cors_origins, allow_unauthenticated}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
-                   ttl, start_timeout, stop_grace, max_queue, queue_timeout,
+                   ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
+                   liveness_misses, max_queue, queue_timeout,
                    max_concurrent_per_alias}
     model_dirs: [DIR, ...]
     aliases:  [{alias, model, request_params, context_params, ttl, variant}]
@@ -62,6 +63,9 @@ LLAMA_KEYS = (
     "ttl",
     "start_timeout",
     "stop_grace",
+    "liveness_interval",
+    "liveness_timeout",
+    "liveness_misses",
     "max_queue",
     "queue_timeout",
     "max_concurrent_per_alias",

@@ -75,6 +75,14 @@ class LlamaSettings:
     start_timeout: float = 120.0
     stop_grace: float = 10.0
     """Seconds between SIGTERM and SIGKILL."""
+    liveness_interval: float = 3.0
+    """Seconds between ``/health`` probes of a ready server; 0 = no liveness probe."""
+    liveness_timeout: float = 2.0
+    """Seconds a probe waits for its answer (llama-server answers in ms, even when busy)."""
+    liveness_misses: int = 3
+    """Probes missed in a row before a ready server is killed as hung; 0 = never. A hung
+    server is noticed within interval + (misses - 1) * max(interval, timeout) + timeout
+    seconds (11 s by default)."""
     max_queue: int = 64
     queue_timeout: float = 300.0
     max_concurrent_per_alias: int | None = None

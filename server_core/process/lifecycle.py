@@ -7,6 +7,7 @@
     starting --timeout--> stopping* --exit--> failed   (*killed; reported as "stopping")
     starting --stop--> stopping --exit--> stopped     (the pending start fails)
     ready --exit--> failed               (crash: ``on_state`` sees ready -> failed)
+    ready --unresponsive--> failed* --exit--> failed   (*SIGKILLed, not yet reaped)
     failed --start--> starting,  failed --stop--> stopped
 
 An input a state does not accept raises ``NoTransition`` instead of corrupting anything.
@@ -34,6 +35,7 @@ from server_core.process.phases import (
     Aborting,
     Ended,
     Failed,
+    Killing,
     Live,
     Phase,
     Ready,
@@ -64,6 +66,9 @@ class Inputs(Protocol):
 
     def start_failed(self, reason: str) -> None:
         """The start deadline passed."""
+
+    def unresponsive(self, reason: str) -> None:
+        """The ready child missed too many ``/health`` probes in a row."""
 
     def exited(self, status: int | None) -> None:
         """The child is gone (or could not be spawned: status None)."""
@@ -105,6 +110,9 @@ class Core(Protocol):
     def crashed(self, old: Ready) -> None:
         """The ready child of ``old`` died."""
 
+    def kill_unresponsive(self, old: Ready, reason: str) -> None:
+        """The ready child of ``old`` stopped answering: record ``reason``, SIGKILL it."""
+
     def finish_stop(self, old: Stopping) -> None:
         """The stopped child of ``old`` is gone: fire waiters, restart if asked."""
 
@@ -144,6 +152,10 @@ def _make_aborting(p: Core, reason: str) -> Aborting:
     return Aborting.failing(p.phase, reason)
 
 
+def _make_killing(p: Core, reason: str) -> Killing:
+    return Killing.unresponsive(p.phase)
+
+
 def _make_ended(kind: type[_E]) -> Callable[..., _E]:
     # An ended state is entered on different inputs (exited(status), stop(waiter)), and
     # automat types a factory by its input's arguments: this one takes any, and reads
@@ -163,6 +175,7 @@ _ready = _b.state("ready", _entering(_make_ready))
 _stopping = _b.state("stopping", _entering(_make_stopping))
 _aborting = _b.state("aborting", _entering(_make_aborting))  # a failed start's child, killed
 _failed = _b.state("failed", _entering(_make_ended(Failed)))
+_killing = _b.state("killing", _entering(_make_killing))  # a hung child, SIGKILLed
 
 # A transition shared by several states is registered once per state (not by stacking
 # decorators: each registration narrows the function to its own state's data type).
@@ -196,9 +209,12 @@ def _already(m: Inputs, p: Core, now: Ready, waiter: Deferred[None]) -> None:
     waiter.callback(None)
 
 
-@_stopping.upon(Inputs.start).loop()
 def _after_stop(m: Inputs, p: Core, now: Stopping, waiter: Deferred[None]) -> None:
     now.restart_waiters.append(waiter)  # a new child once this one is gone
+
+
+_stopping.upon(Inputs.start).loop()(_after_stop)
+_killing.upon(Inputs.start).loop()(_after_stop)
 
 
 # -- stop
@@ -226,6 +242,7 @@ def _stop_starting(m: Inputs, p: Core, old: Starting, waiter: Deferred[int | Non
 
 @_ready.upon(Inputs.stop).to(_stopping)
 def _stop_ready(m: Inputs, p: Core, old: Ready, waiter: Deferred[int | None]) -> None:
+    old.end_liveness()
     p.terminate(old)
 
 
@@ -239,6 +256,7 @@ def _wait_stop(m: Inputs, p: Core, now: Stopping, waiter: Deferred[int | None]) 
 
 _stopping.upon(Inputs.stop).loop()(_wait_stop)
 _aborting.upon(Inputs.stop).loop()(_wait_stop)
+_killing.upon(Inputs.stop).loop()(_wait_stop)  # SIGKILL is sent: wait for the exit
 
 # -- readiness
 
@@ -255,6 +273,7 @@ def _ignore_port(m: Inputs, p: Core, now: Live, port: int) -> None:
 _ready.upon(Inputs.listening).loop()(_ignore_port)
 _stopping.upon(Inputs.listening).loop()(_ignore_port)
 _aborting.upon(Inputs.listening).loop()(_ignore_port)
+_killing.upon(Inputs.listening).loop()(_ignore_port)
 
 
 @_starting.upon(Inputs.healthy).to(_ready)
@@ -267,6 +286,15 @@ def _healthy(m: Inputs, p: Core, old: Starting) -> None:
 def _abort(m: Inputs, p: Core, old: Starting, reason: str) -> None:
     old.end_readiness()
     p.terminate(old)
+
+
+# -- liveness
+
+
+@_ready.upon(Inputs.unresponsive).to(_killing)
+def _hung(m: Inputs, p: Core, old: Ready, reason: str) -> None:
+    old.end_liveness()
+    p.kill_unresponsive(old, reason)
 
 
 # -- exits
@@ -288,12 +316,18 @@ def _aborted(m: Inputs, p: Core, old: Aborting, status: int | None) -> None:
 
 @_ready.upon(Inputs.exited).to(_failed)
 def _crash(m: Inputs, p: Core, old: Ready, status: int | None) -> None:
+    old.end_liveness()
     p.crashed(old)
 
 
 @_stopping.upon(Inputs.exited).to(_stopped)
 def _gone(m: Inputs, p: Core, old: Stopping, status: int | None) -> None:
     p.finish_stop(old)
+
+
+@_killing.upon(Inputs.exited).to(_failed)
+def _reaped(m: Inputs, p: Core, old: Killing, status: int | None) -> None:
+    p.finish_stop(old)  # already reported as failed; restarts asked for meanwhile run now
 
 
 MACHINE = _b.build()

@@ -3,8 +3,8 @@
 The process is an automat machine (``server_core.process.lifecycle``: the states and
 when they change) whose states carry their data (``server_core.process.phases``); this
 class is the machine's core: it spawns (``spawn``: own process group, PDEATHSIG, the line
-reader), polls readiness (``health``), signals, records run-state files (``orphans``),
-keeps the output (``output``) and fires the callers' Deferreds. ``state``, ``pid``,
+reader), polls readiness and then liveness (``health``), signals, records run-state files
+(``orphans``), keeps the output (``output``) and fires the callers' Deferreds. ``state``, ``pid``,
 ``port``, ``base_url``, ``started_at``, ``last_error`` and ``exit_status`` are read from
 the current state's data; nothing here sets a state.
 
@@ -26,10 +26,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from server_core.aliases import LocalAlias
-from server_core.config import MANAGED_FLAGS
+from server_core.config import MANAGED_FLAGS, LlamaSettings
 from server_core.flags import has_flag, merge_flags
 from server_core.interfaces import IServerProcess
-from server_core.process.health import HealthCheck, HttpHealthCheck, ReadinessPoll
+from server_core.process.health import HealthCheck, HttpHealthCheck, LivenessProbe, ReadinessPoll
 from server_core.process.lifecycle import MACHINE, Inputs
 from server_core.process.orphans import default_state_dir, remove_run_state, write_run_state
 from server_core.process.output import OutputLog, client_safe_lines
@@ -67,7 +67,8 @@ class LlamaServerProcess:
     (the new state is already visible); it may call ``start``/``stop``, which then run
     right after. ``spawner`` / ``health_check`` replace process spawning and the
     ``/health`` poll (for tests; then a ``Clock`` will do as ``reactor``). ``env`` is
-    added to server_core's environment.
+    added to server_core's environment. While ready, ``liveness_misses`` probes in a row (one
+    per ``liveness_interval``) without a 200 in ``liveness_timeout`` kill it (0: no probe).
     """
 
     def __init__(
@@ -80,6 +81,9 @@ class LlamaServerProcess:
         start_timeout: float = 120.0,
         stop_grace: float = 10.0,
         poll_interval: float = 0.05,
+        liveness_interval: float = LlamaSettings.liveness_interval,
+        liveness_timeout: float = LlamaSettings.liveness_timeout,
+        liveness_misses: int = LlamaSettings.liveness_misses,
         log_lines: int = 500,
         host: str = "127.0.0.1",
         on_state: Callable[[LlamaServerProcess, str, str], None] | None = None,
@@ -101,6 +105,7 @@ class LlamaServerProcess:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.poll_interval = poll_interval
+        self.liveness = (liveness_interval, liveness_timeout, liveness_misses)
         self.host = host
         self.on_state = on_state
         self.state_dir = str(state_dir) if state_dir is not None else default_state_dir()
@@ -148,18 +153,9 @@ class LlamaServerProcess:
     @property
     def argv(self) -> list[str]:
         """The command line (without the spawn wrapper)."""
-        return [
-            self.executable,
-            "--model",
-            self.local_alias.model_path,
-            "--alias",
-            self.alias,
-            "--host",
-            self.host,
-            "--port",
-            "0",
-            *self._flags,
-        ]
+        model, host = self.local_alias.model_path, self.host
+        return [self.executable, "--model", model, "--alias", self.alias, "--host", host,
+                "--port", "0", *self._flags]  # fmt: skip
 
     @property
     def base_url(self) -> str | None:
@@ -278,13 +274,14 @@ class LlamaServerProcess:
         starting.readiness.poll(self._url_for(port))
 
     def become_ready(self, starting: Starting) -> None:
-        """Log, announce ``ready``, fire the start waiters."""
-        log.info(
-            "[{alias}] ready at {url} (pid {pid})",
-            alias=self.alias,
-            url=self.base_url,
-            pid=self.pid,
-        )
+        """Log, begin the liveness probe, announce ``ready``, fire the start waiters."""
+        url, ready, (every, timeout, misses) = self.base_url, self.phase, self.liveness
+        log.info("[{alias}] ready at {url} (pid {pid})", alias=self.alias, url=url, pid=self.pid)
+        if isinstance(ready, Ready) and url is not None and every > 0 and misses > 0:
+            ready.liveness = LivenessProbe(
+                self.reactor, self._health, url, interval=every, timeout=timeout,
+                misses=misses, on_dead=self._machine.unresponsive, alias=self.alias,
+            )  # fmt: skip
         self.announce(starting.name)
         for w in starting.start_waiters:
             w.callback(None)
@@ -304,12 +301,8 @@ class LlamaServerProcess:
     def _kill(self, child: Child) -> None:
         child.kill_timer = None
         if child.pid is not None:
-            log.warn(
-                "[{alias}] pid {pid} still running after {grace:g} s: SIGKILL",
-                alias=self.alias,
-                pid=child.pid,
-                grace=self.stop_grace,
-            )
+            log.warn("[{alias}] pid {pid} still running after {grace:g} s: SIGKILL",
+                     alias=self.alias, pid=child.pid, grace=self.stop_grace)  # fmt: skip
             self._signal(child, signal.SIGKILL)
 
     def _signal(self, child: Child, sig: int) -> None:
@@ -338,14 +331,21 @@ class LlamaServerProcess:
         """Record and log the crash of a ready server; fire the exit waiters."""
         what = describe_exit(old.exit_status)
         self.phase.last_error = f"model '{self.alias}' {what} unexpectedly"
-        log.error(
-            "[{alias}] {what} while serving; last output:\n{tail}",
-            alias=self.alias,
-            what=what,
-            tail="\n".join(old.child.tail),
-        )
+        tail = "\n".join(old.child.tail)
+        log.error("[{alias}] {what} while serving; last output:\n{tail}",
+                  alias=self.alias, what=what, tail=tail)  # fmt: skip
         self._end_run(old)
         old.fire_exit()
+
+    def kill_unresponsive(self, old: Ready, reason: str) -> None:
+        """Record why, SIGKILL the group (a stopped process dies of it too), announce
+        ``failed`` at once; the exit is handled like a stop's (``finish_stop``)."""
+        self.phase.last_error = f"model '{self.alias}' {reason}; it was killed"
+        tail = "\n".join(old.child.tail)
+        log.error("[{alias}] {reason}: SIGKILL to pid {pid}'s group; last output:\n{tail}",
+                  alias=self.alias, reason=reason, pid=old.pid, tail=tail)  # fmt: skip
+        self._signal(old.child, signal.SIGKILL)
+        self.announce(old.name)
 
     def finish_stop(self, old: Stopping) -> None:
         """The stop is done: fail a start it cut short, fire waiters, restart if asked."""

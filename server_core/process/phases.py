@@ -21,13 +21,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from server_core.errors import ContextError
-from server_core.process.health import ReadinessPoll
+from server_core.process.health import LivenessProbe, ReadinessPoll
 
 __all__ = [
     "Aborting",
     "Child",
     "Ended",
     "Failed",
+    "Killing",
     "Live",
     "Phase",
     "Ready",
@@ -151,12 +152,18 @@ class Ready(Live):
     """Answering requests since ``started_at``."""
 
     name = "ready"
+    liveness: LivenessProbe | None = None
 
     @classmethod
     def after(cls, prev: Phase, now: float) -> Ready:
         """``prev`` (starting) became ready at ``now``; the last error is history."""
         assert isinstance(prev, Starting)
         return cls(prev.child, started_at=now)
+
+    def end_liveness(self) -> None:
+        """Leaving ready, whichever way: no more ``/health`` probes."""
+        if self.liveness is not None:
+            self.liveness.cancel()
 
 
 @dataclass(eq=False)
@@ -201,6 +208,24 @@ class Aborting(Stopping):
             start_waiters=prev.start_waiters,
             reason=reason,
         )
+
+
+@dataclass(eq=False)
+class Killing(Stopping):
+    """A ready child that stopped answering, SIGKILLed: reads as "failed" at once.
+
+    The verdict is not delayed until the kernel has reaped it: the shared context hears
+    "failed" now and serves the next request from a fresh child. The child stays here
+    until its exit, so its run-state file and exit waiters are still looked after.
+    """
+
+    name = "failed"
+
+    @classmethod
+    def unresponsive(cls, prev: Phase) -> Killing:
+        """``prev`` (ready) is to be killed; ``last_error`` is set by who kills it."""
+        assert isinstance(prev, Ready)
+        return cls(prev.child, started_at=prev.started_at)
 
 
 Phase = Ended | Live

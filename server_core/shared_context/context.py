@@ -310,11 +310,13 @@ class DefaultSharedContext:
         self._pump()
 
     def _process_state(self, slot: Slot, old: str, new: str) -> None:
-        """A ready server that dies is noticed here at once (process exit)."""
+        """A ready server that dies, or is killed as hung, is noticed here at once."""
         if new == "failed" and old == "ready" and not slot.gone:
-            message = f"The model '{slot.name}' server exited unexpectedly."
+            # The process says why (a crash, or stopped answering its liveness probe).
+            why = getattr(slot.process, "last_error", None)
+            message = why or f"The model '{slot.name}' server exited unexpectedly."
             self._last_errors[slot.name] = message
-            log.warn("{alias}: server exited while ready", alias=slot.name)
+            log.warn("{alias}: server failed while ready: {why}", alias=slot.name, why=message)
             self._notify("failed", slot.name, {"error": message})
             self._forget(slot)
             slot.lost(message)  # tells the leases (when_lost)

@@ -62,14 +62,25 @@ class FakeSpawner:
 
 
 class FakeHealth:
-    """``/health`` answers the test gives, one per poll."""
+    """``/health`` answers the test gives, one per poll.
+
+    With ``frozen_on`` set (a clock), the child is frozen: every poll from then on times
+    out on that clock, as ``HttpHealthCheck``'s ``addTimeout`` does, and its time is kept
+    in ``frozen_asked``.
+    """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, defer.Deferred[int | None]]] = []
+        self.frozen_on: task.Clock | None = None
+        self.frozen_asked: list[float] = []
 
     def __call__(self, base_url: str, timeout: float) -> defer.Deferred[int | None]:
         d: defer.Deferred[int | None] = defer.Deferred()
         self.calls.append((base_url, d))
+        if self.frozen_on is not None:
+            self.frozen_asked.append(self.frozen_on.seconds())
+            d.addTimeout(timeout, self.frozen_on)
+            d.addErrback(lambda _: None)
         return d
 
     def answer(self, status: int | None) -> None:
@@ -86,6 +97,7 @@ class Rig:
         self.states: list[tuple[str, str]] = []
         kw.setdefault("start_timeout", 10.0)
         kw.setdefault("stop_grace", 3.0)
+        kw.setdefault("liveness_interval", 0)  # no probes unless a test asks for them
         self.proc = LlamaServerProcess(
             make_alias(),
             "/opt/secret/llama-server",
