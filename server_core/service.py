@@ -61,6 +61,9 @@ def build_context(
             reactor=reactor,
             start_timeout=llama.start_timeout,
             stop_grace=llama.stop_grace,
+            liveness_interval=llama.liveness_interval,
+            liveness_timeout=llama.liveness_timeout,
+            liveness_misses=llama.liveness_misses,
             on_state=on_state,
         )
 
