@@ -1,8 +1,11 @@
 """Composition: the whole server built from a ``Config``, as the twistd plugin serves it.
 
 ``make_service`` wires the layers together (web -> router -> shared context -> processes
-and upstream client) into one ``MultiService``: the drain, then the listener. Nothing here
-holds behaviour of its own; each piece lives in its module.
+and upstream client) into one ``MultiService``: the drain, then the listener. Before
+that it refuses a network address without keys (``config.exposure``) and reaps the
+children a killed predecessor left; the Klein resource is served behind
+``web.browser_guard``. Nothing here holds behaviour of its own; each piece lives in its
+module.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from twisted.logger import Logger
 from server_core.admin import AdminApi
 from server_core.aliases import LocalAlias
 from server_core.config import DEFAULT_EXECUTABLE, Config
-from server_core.errors import ContextError
+from server_core.config.exposure import (
+    allowed_hosts,
+    listen_address,
+    unauthenticated_refusal,
+    unauthenticated_warning,
+)
+from server_core.errors import ConfigError, ContextError
 from server_core.llama_install import INSTALL_HINT, find_llama_server
 from server_core.process import LlamaServerProcess, reap_orphans
 from server_core.reply import ReplyDelivery
@@ -26,8 +35,9 @@ from server_core.shared_context import ContextLimits, DefaultSharedContext
 from server_core.template_check import ChatTemplateProbe
 from server_core.upstream import UpstreamClient
 from server_core.web import HEADER_TIMEOUT, DrainService, GuardedSite, Listener, OpenAIRoutes
+from server_core.web.browser_guard import BrowserGuard, HostCheck
 
-__all__ = ["build_context", "build_router", "make_service"]
+__all__ = ["build_context", "build_router", "check_exposure", "make_service", "reap_previous_run"]
 
 log = Logger()
 
@@ -39,10 +49,6 @@ def build_context(
     if not config.aliases.local_aliases():
         return None
     llama = config.llama
-    # Children of a server_core that was SIGKILLed may still run: stop them first.
-    reaped = reap_orphans()
-    if reaped:
-        log.warn("stopped {n} llama-server processes left by a previous run", n=len(reaped))
 
     def make_process(alias: LocalAlias, on_state: Callable[[Any, str, str], None]) -> Any:
         executable, base_args = llama.command_for(alias.exec_variant)
@@ -93,8 +99,46 @@ def build_router(config: Config, reactor: Any) -> DefaultRouterState:
     return DefaultRouterState(config.aliases, client, context=context, delivery=delivery)
 
 
+def reap_previous_run() -> None:
+    """Stop llama-servers a SIGKILLed server_core left running, whatever this config holds.
+
+    A config without managed aliases now still ends the old children: they hold memory,
+    GPU and ports, and nothing else would ever stop them.
+    """
+    reaped = reap_orphans()
+    if reaped:
+        log.warn("stopped {n} llama-server processes left by a previous run", n=len(reaped))
+
+
+def check_exposure(config: Config, listen: str) -> None:
+    """Refuse (``ConfigError``) a network address without keys; warn when allowed anyway."""
+    refusal = unauthenticated_refusal(config.server, listen)
+    if refusal is not None:
+        raise ConfigError(refusal, file=config.source)
+    warning = unauthenticated_warning(config.server, listen)
+    if warning is not None:
+        log.warn("{warning}", warning=warning)
+
+
+def guarded_resource(config: Config, listen: str, resource: Any) -> BrowserGuard:
+    """``resource`` behind the browser checks (Host, Origin, Content-Type)."""
+    hosts = HostCheck(
+        allowed_hosts(config.server, listen),
+        ip_literals=listen_address(listen).every_interface,
+    )
+    return BrowserGuard(resource, hosts=hosts, cors_origins=config.server.cors_origins)
+
+
 def make_service(config: Config, reactor: Any, listen: str | None = None) -> MultiService:
-    """The whole server as one MultiService (what the twistd plugin returns)."""
+    """The whole server as one MultiService (what the twistd plugin returns).
+
+    Raises ``ConfigError`` when ``listen`` (default ``server.listen``) is reachable from
+    the network and the configuration has no API keys and does not allow that.
+    """
+    listen = listen or config.server.listen
+    check_exposure(config, listen)
+    # Children of a server_core that was SIGKILLed may still run: stop them first.
+    reap_previous_run()
     router = build_router(config, reactor)
     admin = None
     if router.context is not None:
@@ -108,7 +152,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         keepalive_interval=config.server.keepalive_interval,
     )
     site = GuardedSite(
-        routes.resource(),
+        guarded_resource(config, listen, routes.resource()),
         max_body_bytes=config.server.max_body_bytes,
         header_timeout=HEADER_TIMEOUT,
         reactor=reactor,
@@ -117,7 +161,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     top = MultiService()
     drain = DrainService(routes.in_flight, router, site, config.server.drain_timeout, reactor)
     drain.setServiceParent(top)
-    Listener(serverFromString(reactor, listen or config.server.listen), site).setServiceParent(top)
+    Listener(serverFromString(reactor, listen), site).setServiceParent(top)
     top.routes = routes  # type: ignore[attr-defined]
     top.site = site  # type: ignore[attr-defined]
     return top

@@ -42,6 +42,20 @@ class Options(usage.Options):
                 serverFromString(reactor, self["port"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise usage.UsageError(f"--port {self['port']!r}: {exc}") from None
+        self._refuse_unauthenticated()
+
+    def _refuse_unauthenticated(self) -> None:
+        # Checked here, for the config's listen and for --port alike, so the refusal is
+        # one line before anything starts (make_service would raise it too, but twistd
+        # would print it as a traceback).
+        from server_core.config.exposure import unauthenticated_refusal
+
+        config = self["loaded"]
+        refusal = unauthenticated_refusal(config.server, self["port"] or config.server.listen)
+        if refusal is not None:
+            where = f"{config.source}: " if config.source else ""
+            print(f"server-core: {where}{refusal}", file=sys.stderr)
+            raise SystemExit(1)
 
 
 @implementer(IServiceMaker, IPlugin)
