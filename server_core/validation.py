@@ -2,6 +2,15 @@
 
 Only the fields server_core relies on (or that would make an upstream fail in an
 unhelpful way) are checked; unknown fields pass through to the upstream.
+
+Parsing is bounded before it starts. Python's parser costs about 60 bytes and a
+microsecond per JSON value, so a body of ``[],[],...`` at the 10 MiB cap used to take
+over 200 MiB and seconds of event-loop time. ``MAX_JSON_VALUES`` bounds the count of
+values; counting them costs a few ``bytes.count`` passes (milliseconds at the cap), and
+only a body whose raw count is over the limit pays for a second, exact count with its
+strings blanked out, so brackets and commas inside a prompt never count. Nesting needs
+no scan of its own: the parser stops at the interpreter's recursion limit.
+``scripts/bench_json_bounds.py`` measures the cost at the cap.
 """
 
 from __future__ import annotations
@@ -12,7 +21,54 @@ from typing import Any
 
 from server_core.errors import BadRequest
 
-__all__ = ["parse_json_body", "validate_chat", "validate_completion", "validate_embeddings"]
+__all__ = [
+    "MAX_JSON_VALUES",
+    "parse_json_body",
+    "validate_chat",
+    "validate_completion",
+    "validate_embeddings",
+]
+
+# Arrays, objects, keys, strings, numbers and literals in one body. A long conversation
+# or a tool schema uses thousands; at this limit the parse of a body at the 10 MiB cap
+# stays within about 2x the body in memory (see the module doc).
+MAX_JSON_VALUES = 100_000
+
+
+# Every byte but the four that can precede a value: ``translate`` drops them in one pass.
+_NOT_BEFORE_A_VALUE = bytes(c for c in range(256) if c not in b",:[{")
+
+
+def _value_bound(raw: bytes) -> int:
+    """An upper bound on the values of ``raw`` outside strings: each one but the root
+    follows a ``,``, a ``:`` or the opening of its container."""
+    return len(raw.translate(None, _NOT_BEFORE_A_VALUE)) + 1
+
+
+def _check_structure(raw: bytes) -> None:
+    """``BadRequest`` naming the limit when ``raw`` holds more than ``MAX_JSON_VALUES``."""
+    # Each value takes a byte at least, and separators inside strings count here too:
+    # a false alarm only costs the exact count below.
+    if len(raw) <= MAX_JSON_VALUES or _value_bound(raw) <= MAX_JSON_VALUES:
+        return
+    if b'"' in raw:
+        # Without escaped backslashes and quotes, each quote left opens or closes a string.
+        # (Each replace copies the body: skipped when there is nothing to replace.)
+        if b"\\\\" in raw:
+            raw = raw.replace(b"\\\\", b"")
+        if b'\\"' in raw:
+            raw = raw.replace(b'\\"', b"")
+        # Every string is a value: too many quotes settle it, and bound the split below.
+        strings = raw.count(b'"') // 2
+        if strings <= MAX_JSON_VALUES and (
+            _value_bound(b"".join(raw.split(b'"')[::2])) <= MAX_JSON_VALUES
+        ):
+            return
+    raise BadRequest(
+        f"The request body has more than {MAX_JSON_VALUES} JSON values (arrays, objects, "
+        "keys, strings, numbers); send fewer.",
+        code="json_too_complex",
+    )
 
 
 def _no_constants(name: str) -> Any:
@@ -22,14 +78,18 @@ def _no_constants(name: str) -> Any:
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object that can be sent on as valid JSON, or ``BadRequest``."""
-    if not raw.strip():
+    if not raw or raw.isspace():  # (strip() would copy a 10 MiB body)
         raise BadRequest("The request body is empty; send a JSON object.")
+    _check_structure(raw)
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise BadRequest("The request body is not valid UTF-8.") from None
     except RecursionError:
-        raise BadRequest("The request body is nested too deeply.") from None
+        raise BadRequest(
+            "The request body is nested too deeply (the limit is several hundred levels).",
+            code="json_too_deep",
+        ) from None
     except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON ({_json_reason(exc)}).") from None
     if not isinstance(body, dict):
