@@ -3,7 +3,8 @@
 Spawn mode (``after_run_checks``), in this order: every upstream generation ended
 (``upstream_slots``), ``/health`` answers 200, no client connection is left and no more
 file descriptors than at the start beyond the upstream pool (``fds``), a bounded RSS
-growth (``rss``), SIGTERM stops server_core in time (``stop``), and no child process
+growth (``rss``), with ``--kill-restart`` SIGKILL and a restart
+(``harness.chaos.restart``), SIGTERM stops server_core in time (``stop``), and no child process
 stays behind (``children``). Target mode (``target_checks``): ``/health`` only.
 Each check records the seconds it took (``took_s``).
 """
@@ -16,6 +17,7 @@ from typing import Any
 from harness.chaos.options import ChaosOptions
 from harness.chaos.procfs import FdCensus, descendants
 from harness.chaos.records import Check
+from harness.chaos.restart import kill_and_restart
 from harness.chaos.stack import SpawnedStack
 from harness.chaos.waiting import poll, wait_until_gone
 from harness.client import DONE, StreamResult, stream_request
@@ -53,11 +55,15 @@ async def after_run_checks(
     ``base_rss``), then stop it: it must stop in time and leave no child behind."""
     timed = _Timed(reactor)
     managed_pids, managed_urls = await _managed_children(reactor, stack.url)
-    fake_urls = [f.url for f in stack.fakes] + managed_urls
+    fake_urls = [f.url for f in stack.all_fakes] + managed_urls
     timed.add(await _slots_check(reactor, fake_urls, stack.settings.idle_timeout + 8.0))
     timed.add(_health_check(await _get_json(reactor, stack.url + "/health")))
     timed.add(await _fds_check(options, stack, reactor, base))
     timed.add(_rss_check(options, stack.rss_kib(), base_rss))
+    if options.kill_restart:
+        for check in await kill_and_restart(stack, reactor, managed_pids):
+            timed.add(check)
+        managed_pids, _ = await _managed_children(reactor, stack.url)
     # Stop server_core like an operator: nothing of it may stay behind.
     children = sorted(set(descendants(stack.pid)) | set(managed_pids))
     status, in_time = await stack.stop_server()
@@ -146,7 +152,7 @@ async def _fds_check(
 
     await poll(reactor, no_clients, timeout=5.0)
     settings = stack.settings
-    hosts = settings.fakes + settings.lanes + (1 if settings.managed else 0)
+    hosts = settings.upstream_hosts
     pool_cap = options.concurrency * hosts + options.fd_tolerance
     base_fixed = base.total - base.upstream_conns
     now_fixed = census.total - census.upstream_conns

@@ -39,6 +39,7 @@ def attribute_collateral(records: Sequence[RequestRecord], *, strict: bool = Fal
     * ``crash``: the managed child died (``crash_after`` of a request it was serving)
       with this request in flight, or just before it was sent; nothing can save the
       streams of a dead process.
+    * ``freeze``: the same for a managed child that a ``freeze`` request SIGSTOPped.
     * ``pool_race`` (not with ``strict``): an HTTP error while, on the same upstream, a
       request whose end closed or aborted its upstream connection ended within
       ``STALE_WINDOW``: the closing connection was handed out again by server_core's
@@ -47,6 +48,7 @@ def attribute_collateral(records: Sequence[RequestRecord], *, strict: bool = Fal
     A record is excused only when its one violation is ``unexpected_failure``.
     """
     kills = [(r.alias, r.t_start, r.t_end) for r in records if r.plan.kills_process]
+    freezes = [(r.alias, r.t_start, r.t_end) for r in records if r.plan.freezes_process]
     enders = [(r.alias, r.t_end, r.plan.index) for r in records if _ends_upstream_connection(r)]
     for r in records:
         if [v.code for v in r.violations] != ["unexpected_failure"]:
@@ -56,6 +58,11 @@ def attribute_collateral(records: Sequence[RequestRecord], *, strict: bool = Fal
             for alias, cs, ce in kills
         ):
             r.violations, r.collateral = [], "crash"
+        elif any(
+            alias == r.alias and cs < r.t_end and r.t_start < ce + CRASH_WINDOW
+            for alias, cs, ce in freezes
+        ):
+            r.violations, r.collateral = [], "freeze"
         elif not strict and r.result.outcome == HTTP_ERROR:
             near = [
                 i

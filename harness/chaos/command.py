@@ -117,6 +117,12 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
     checks.add_argument(
         "--progress", type=int, default=100, metavar="N", help="progress every N requests (0 off)"
     )
+    checks.add_argument(
+        "--kill-restart",
+        action="store_true",
+        help="spawn: after the run SIGKILL server_core, check that no child it managed "
+        "is left and its port is free, restart it on that port and check it serves",
+    )
     checks.add_argument("--keep-dir", action="store_true", help="spawn: keep the temporary dir")
     checks.add_argument(
         "--strict",

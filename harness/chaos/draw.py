@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from harness.chaos.draw_extra import (
+    LIVE_SUBKINDS,
+    draw_embeddings_request,
+    draw_new_fault,
+    draw_new_route,
+)
+from harness.chaos.drawn import Faults, Request
 from harness.chaos.kinds import (
     CHAT,
     COMPLETIONS,
@@ -27,10 +33,11 @@ from harness.chaos.kinds import (
     LANE,
     MANAGED,
     NET_KINDS,
-    SUCCEED,
+    NEW_KINDS,
+    STARTUP,
 )
 from harness.chaos.plan import PlanSettings, RequestPlan, stream_events
-from harness.chaos.toxics import ToxicPlan, draw_toxic
+from harness.chaos.toxics import draw_toxic
 from harness.fake_llama import plan_generation
 
 __all__ = ["generate_plan", "generate_plans"]
@@ -67,45 +74,6 @@ def generate_plan(settings: PlanSettings, seed: int, index: int) -> RequestPlan:
 # -- the draws of one request ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Request:
-    """The fault-free part of a plan: where it goes, its body, what the fake generates."""
-
-    route: str
-    alias: str | None
-    endpoint: str
-    body: dict[str, Any]
-    tokens: tuple[str, ...]
-    finish_reason: str
-    n_events: int
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body["stream"])
-
-    @property
-    def n_tok(self) -> int:
-        return len(self.tokens)
-
-
-@dataclass
-class _Faults:
-    """The fault part of a plan, filled in draw after draw."""
-
-    items: list[str] = field(default_factory=list)  # X-Fault SPEC items, in order
-    ttft: float = 0.0
-    token_delay: float = 0.0
-    jitter: float = 0.0
-    delay: float = 0.0
-    expect: str = SUCCEED
-    alt_text: str | None = None
-    toxic: ToxicPlan | None = None
-    disconnect: int | None = None
-    closes: bool = False
-    kills: bool = False
-    skippable: bool = False
-
-
 def _draw(
     s: PlanSettings,
     rng: random.Random,
@@ -115,14 +83,28 @@ def _draw(
     weights: Sequence[float],
 ) -> RequestPlan:
     kind = rng.choices(kinds, weights)[0]
-    req = _draw_request(s, rng, seed, index, kind)
-    faults = _Faults()
-    _draw_fault(faults, kind, rng, s, req)
-    _draw_modifiers(faults, kind, rng, s, req)
+    if kind == "embeddings":
+        req = draw_embeddings_request(s, rng, seed, index)
+    else:
+        req = _draw_request(s, rng, seed, index, kind)
+    faults = Faults()
+    if kind == "live_fault":
+        # An ordinary fault of the mix, set live on the fake instead of by X-Fault.
+        sub = rng.choice(LIVE_SUBKINDS)
+        draw_fault(faults, sub, rng, s, req)
+        draw_modifiers(faults, sub, rng, s, req)
+        faults.live = True
+    elif kind in NEW_KINDS:
+        draw_new_fault(faults, kind, rng, s, req)
+    else:
+        draw_fault(faults, kind, rng, s, req)
+        draw_modifiers(faults, kind, rng, s, req)
     return _assemble(s, index, kind, req, faults)
 
 
 def _draw_route(s: PlanSettings, rng: random.Random, kind: str) -> tuple[str, str | None]:
+    if kind in NEW_KINDS:
+        return draw_new_route(s, rng, kind)
     if kind == "crash":
         return MANAGED, s.managed_alias
     if kind in NET_KINDS:
@@ -132,12 +114,12 @@ def _draw_route(s: PlanSettings, rng: random.Random, kind: str) -> tuple[str, st
     return DIRECT, rng.choice(s.aliases)
 
 
-def _draw_request(
-    s: PlanSettings, rng: random.Random, seed: int, index: int, kind: str
-) -> _Request:
+def _draw_request(s: PlanSettings, rng: random.Random, seed: int, index: int, kind: str) -> Request:
     route, alias = _draw_route(s, rng, kind)
-    stream = kind in ("disconnect", "duplicate", "crlf") or rng.random() < s.stream_ratio
-    endpoint = CHAT if rng.random() < 0.85 else COMPLETIONS
+    forced = ("disconnect", "duplicate", "crlf", "ping", "freeze")
+    stream = kind in forced or rng.random() < s.stream_ratio
+    # A frozen child must still owe a token after the role chunk: chat only.
+    endpoint = CHAT if rng.random() < 0.85 or kind == "freeze" else COMPLETIONS
     words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4)))
     prompt = f"chaos {seed} request {index}: {words}"
     body: dict[str, Any] = {"model": alias or ""}
@@ -157,10 +139,10 @@ def _draw_request(
         gen = plan_generation(body, s.fake_seed, n_ctx=s.n_ctx)
     tokens = tuple(gen.tokens)
     n_events = stream_events(endpoint, len(tokens), include_usage) if stream else 0
-    return _Request(route, alias, endpoint, body, tokens, gen.finish_reason, n_events)
+    return Request(route, alias, endpoint, body, tokens, gen.finish_reason, n_events)
 
 
-def _draw_fault(f: _Faults, kind: str, rng: random.Random, s: PlanSettings, req: _Request) -> None:
+def draw_fault(f: Faults, kind: str, rng: random.Random, s: PlanSettings, req: Request) -> None:
     """The primary fault of ``kind``."""
     scale = s.delay_scale
     if kind == "ttft":
@@ -200,7 +182,7 @@ def _draw_fault(f: _Faults, kind: str, rng: random.Random, s: PlanSettings, req:
         f.closes = kind == "net_limit_data"
 
 
-def _draw_malformed(f: _Faults, rng: random.Random, req: _Request) -> None:
+def _draw_malformed(f: Faults, rng: random.Random, req: Request) -> None:
     n = rng.randint(1, req.n_events) if req.stream else rng.randint(0, req.n_tok)
     f.items.append(f"malformed_after={n}")
     if not req.stream:
@@ -209,7 +191,7 @@ def _draw_malformed(f: _Faults, rng: random.Random, req: _Request) -> None:
         f.expect = EITHER  # a relay may drop the garbage event or end with an error
 
 
-def _count_fault(rng: random.Random, req: _Request) -> tuple[int, bool]:
+def _count_fault(rng: random.Random, req: Request) -> tuple[int, bool]:
     """An event count N for an ``X_after`` fault, and whether it triggers."""
     if req.stream:
         n = rng.randint(0, req.n_events - 1) if rng.random() < 0.85 else req.n_events
@@ -218,9 +200,7 @@ def _count_fault(rng: random.Random, req: _Request) -> tuple[int, bool]:
     return n, n <= req.n_tok
 
 
-def _draw_terminal(
-    f: _Faults, kind: str, rng: random.Random, s: PlanSettings, req: _Request
-) -> None:
+def _draw_terminal(f: Faults, kind: str, rng: random.Random, s: PlanSettings, req: Request) -> None:
     n, triggers = _count_fault(rng, req)
     f.items.append(f"{_TERMINAL[kind]}={n}")
     # N == the last event still acts, right after [DONE]: invisible to this request,
@@ -236,9 +216,7 @@ def _draw_terminal(
             f.delay += s.idle_timeout if req.stream else s.header_timeout
 
 
-def _draw_modifiers(
-    f: _Faults, kind: str, rng: random.Random, s: PlanSettings, req: _Request
-) -> None:
+def draw_modifiers(f: Faults, kind: str, rng: random.Random, s: PlanSettings, req: Request) -> None:
     """Benign modifiers on top of a fault, so faults are also seen on slow streams;
     then the delays as SPEC items and, rarely, ``p=0.5``."""
     if kind not in ("clean", "ttft", "token_delay") and rng.random() < 0.3:
@@ -259,12 +237,14 @@ def _draw_modifiers(
         f.skippable = True
 
 
-def _assemble(s: PlanSettings, index: int, kind: str, req: _Request, f: _Faults) -> RequestPlan:
+def _assemble(s: PlanSettings, index: int, kind: str, req: Request, f: Faults) -> RequestPlan:
     # Rounded to whole ms in the SPEC; count what the fake will really wait.
     ttft_ms = round(f.ttft * 1000) / 1000
     gap_ms = (round(f.token_delay * 1000) + round(f.jitter * 1000)) / 1000
     delay = f.delay + (ttft_ms + req.n_tok * gap_ms)
-    deadline = delay + s.margin + (s.managed_margin if req.route == MANAGED else 0.0)
+    managed = req.route in (MANAGED, STARTUP)
+    deadline = delay + s.margin + (s.managed_margin if managed else 0.0)
+    spec = ",".join(dict.fromkeys(f.items))
     return RequestPlan(
         index=index,
         kind=kind,
@@ -272,7 +252,7 @@ def _assemble(s: PlanSettings, index: int, kind: str, req: _Request, f: _Faults)
         alias=req.alias,
         endpoint=req.endpoint,
         body=req.body,
-        spec=",".join(dict.fromkeys(f.items)),
+        spec="" if f.live else spec,
         toxic=f.toxic,
         disconnect_after=f.disconnect,
         expect=f.expect,
@@ -285,6 +265,10 @@ def _assemble(s: PlanSettings, index: int, kind: str, req: _Request, f: _Faults)
         deadline=deadline,
         closes_connection=f.closes,
         kills_process=f.kills,
+        freezes_process=f.freeze_after is not None,
+        live_spec=spec if f.live else "",
+        freeze_after=f.freeze_after,
+        vectors=f.vectors,
     )
 
 

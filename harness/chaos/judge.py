@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.chaos.kinds import EITHER, FAIL, SUCCEED
+from harness.chaos.kinds import EITHER, EMBEDDINGS, FAIL, SUCCEED
 from harness.chaos.plan import RequestPlan
 from harness.client import (
     CONNECT_ERROR,
@@ -51,6 +51,7 @@ VIOLATION_CODES: dict[str, str] = {
     "done_incomplete": "[DONE] after a prefix of the text: a cut stream looked complete",
     "wrong_text": "[DONE] with a text that is not the one the upstream generated",
     "wrong_finish": "[DONE] with a finish_reason other than the upstream's",
+    "wrong_embedding": "an embeddings answer without the upstream's vectors",
     "wrong_model": "the model field is not the one of the alias asked for",
     "multiple_ids": "more than one completion id in one stream",
     "after_done": "data after [DONE]",
@@ -157,6 +158,9 @@ def _judge_never_seen(result: StreamResult, expected_model: str | None, v: _Repo
 
 
 def _judge_done(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
+    if plan.endpoint == EMBEDDINGS:
+        _judge_embeddings(plan, result, v)
+        return
     text = result.text
     whole = text == plan.text or (plan.alt_text is not None and text == plan.alt_text)
     if plan.expect == FAIL and not (plan.skippable and whole):
@@ -174,6 +178,31 @@ def _judge_done(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
         v("done_incomplete", f"[DONE] after {len(text)} of {len(plan.text)} characters")
     else:
         v("wrong_text", f"got {_short(text)!r}, expected {_short(plan.text)!r}")
+
+
+def _judge_embeddings(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
+    """A 2xx embeddings answer: only when no fault had to end it, with every vector of
+    the fake in order (an error object in a 200 is ``error_in_200`` already)."""
+    if plan.expect == FAIL and not plan.skippable:
+        v("done_despite_fault", f"a 2xx embeddings answer despite {plan.spec or plan.kind}")
+        return
+    body = result.json_body if isinstance(result.json_body, dict) else {}
+    data = body.get("data")
+    rows = data if isinstance(data, list) else []
+    got = [d.get("embedding") for d in rows if isinstance(d, dict)]
+    if len(got) != len(plan.vectors):
+        v("wrong_embedding", f"{len(got)} vector(s), expected {len(plan.vectors)}")
+        return
+    for i, (vec, want) in enumerate(zip(got, plan.vectors, strict=True)):
+        if not isinstance(vec, list) or len(vec) != len(want):
+            v("wrong_embedding", f"vector {i} is not {len(want)} floats")
+            return
+        if any(
+            not isinstance(a, (int, float)) or abs(a - b) > 1e-6
+            for a, b in zip(vec, want, strict=True)
+        ):
+            v("wrong_embedding", f"vector {i} differs from the upstream's")
+            return
 
 
 def _judge_failure(plan: RequestPlan, result: StreamResult, v: _Report) -> None:

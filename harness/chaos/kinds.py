@@ -13,23 +13,35 @@ __all__ = [
     "COMPLETIONS",
     "DIRECT",
     "EITHER",
+    "EMBED",
+    "EMBEDDINGS",
     "FAIL",
     "KINDS",
     "LANE",
+    "LIVE",
     "MANAGED",
     "NET_KINDS",
+    "NEW_KINDS",
+    "STARTUP",
     "SUCCEED",
     "KindInfo",
 ]
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
 
 # Routes: an external alias straight to a fake, the managed alias (server_core's own
 # child), or a netfault lane (an external alias whose upstream is a FaultProxy).
 DIRECT = "direct"
 MANAGED = "managed"
 LANE = "lane"
+# The routes of the later kinds, each to a fake of its own (spawn mode): a fake whose
+# live fault set is changed with POST /_fault (one request at a time), a fake started
+# with --embeddings, and managed aliases whose children fail to start or start slowly.
+LIVE = "live"
+EMBED = "embed"
+STARTUP = "startup"
 
 # What the fault must do to the response.
 SUCCEED = "succeed"  # done with the whole text (or disconnected, when the client leaves)
@@ -42,7 +54,9 @@ class KindInfo:
     """A fault kind of the mix: its weight and what the run must offer for it."""
 
     weight: float
-    needs: str = ""  # "" | "idle_timeout" | "header_timeout" | "managed" | "lanes"
+    # "" | "idle_timeout" | "header_timeout" | "managed" | "lanes" | "live" | "embeddings"
+    # | "startup" | "freeze"
+    needs: str = ""
     doc: str = ""
 
 
@@ -72,5 +86,20 @@ KINDS: dict[str, KindInfo] = {
     "net_reset_peer": KindInfo(2, needs="lanes", doc="netfault reset_peer"),
     "net_limit_data": KindInfo(2, needs="lanes", doc="netfault limit_data"),
     "net_timeout": KindInfo(1, needs="lanes", doc="netfault timeout"),
+    # Added later, at the end so the table order of the kinds above stays; a run that
+    # leaves these out (--kinds / --exclude-kinds) draws exactly what it drew before.
+    "ping": KindInfo(
+        2, needs="idle_timeout", doc="`:` pings only: before the first event, or after a stall"
+    ),
+    "live_fault": KindInfo(
+        2, needs="live", doc="the fault set live with POST /_fault (no X-Fault), then cleared"
+    ),
+    "embeddings": KindInfo(2, needs="embeddings", doc="/v1/embeddings: clean, status or hang"),
+    "startup": KindInfo(
+        1, needs="startup", doc="a managed child that fails to start or loads slowly"
+    ),
+    "freeze": KindInfo(1, needs="freeze", doc="SIGSTOP of the managed child mid-stream"),
 }
+# The kinds added after the first mix (see above).
+NEW_KINDS = ("ping", "live_fault", "embeddings", "startup", "freeze")
 NET_KINDS = frozenset(k for k in KINDS if k.startswith("net_"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from harness.chaos.kinds import KINDS
 from harness.chaos.plan import PlanSettings
-from harness.chaos.stack import MANAGED_ALIAS, StackSettings
+from harness.chaos.stack import EMBED_ALIAS, LIVE_ALIAS, MANAGED_ALIAS, StackSettings
 
 __all__ = ["ChaosOptions"]
 
@@ -48,6 +48,7 @@ class ChaosOptions:
     progress_every: int = 100
     keep_dir: bool = False
     strict: bool = False  # no "pool_race" excuse for unexpected failures
+    kill_restart: bool = False  # spawn: SIGKILL server_core after the run, restart it
 
     @property
     def spawn(self) -> bool:
@@ -76,6 +77,9 @@ class ChaosOptions:
             idle_timeout=self.spawn_idle_timeout,
             header_timeout=self.spawn_header_timeout,
             keep_dir=self.keep_dir,
+            live="live_fault" in self.kinds,
+            embed="embeddings" in self.kinds,
+            startup="startup" in self.kinds,
         )
 
     def plan_settings(self) -> PlanSettings:
@@ -89,9 +93,14 @@ class ChaosOptions:
             managed_margin=self.managed_margin,
         )
         if self.spawn:
+            stack = self.stack_settings()
             return replace(
                 common,
-                aliases=self.stack_settings().direct_aliases,
+                aliases=stack.direct_aliases,
+                live_alias=LIVE_ALIAS if stack.live else None,
+                embed_alias=EMBED_ALIAS if stack.embed else None,
+                startup_aliases=stack.startup_aliases,
+                freeze=self.managed,
                 managed_alias=MANAGED_ALIAS if self.managed else None,
                 lanes=self.proxies,
                 idle_timeout=self.spawn_idle_timeout,
@@ -186,6 +195,7 @@ class ChaosOptions:
             progress_every=args.progress,
             keep_dir=args.keep_dir,
             strict=args.strict,
+            kill_restart=args.kill_restart,
         )
         if not options.plan_settings().enabled_kinds():
             raise ValueError("no fault kind left to run (see --list-kinds)")

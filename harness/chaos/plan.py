@@ -40,6 +40,11 @@ class PlanSettings:
     delay_scale: float = 1.0  # multiplies every injected delay
     margin: float = 5.0  # seconds of slack on every deadline
     managed_margin: float = 15.0  # extra slack on the managed alias (restarts)
+    live_alias: str | None = None  # a fake of its own for live /_fault changes
+    embed_alias: str | None = None  # a fake started with --embeddings
+    # Managed aliases whose child starts with a process fault: alias -> its SPEC.
+    startup_aliases: tuple[tuple[str, str], ...] = ()
+    freeze: bool = False  # SIGSTOP the managed child mid-stream (needs the managed alias)
 
     def enabled_kinds(self) -> list[str]:
         """The kinds of the mix that this run can exercise, in table order."""
@@ -49,6 +54,12 @@ class PlanSettings:
             "header_timeout": self.header_timeout is not None,
             "managed": self.managed_alias is not None,
             "lanes": self.lanes > 0,
+            "live": self.live_alias is not None,
+            "embeddings": self.embed_alias is not None,
+            "startup": bool(self.startup_aliases),
+            "freeze": self.freeze
+            and self.managed_alias is not None
+            and self.idle_timeout is not None,
         }
         wanted = set(self.kinds)
         return [k for k, info in KINDS.items() if k in wanted and offered[info.needs]]
@@ -80,6 +91,13 @@ class RequestPlan:
     # is about to close), or the upstream process dies with every stream it serves.
     closes_connection: bool = False
     kills_process: bool = False
+    freezes_process: bool = False  # the managed child is SIGSTOPped for a while
+    # The later kinds: the SPEC set live with POST /_fault instead of X-Fault; the
+    # client event after which the runner SIGSTOPs the managed child; the vectors an
+    # embeddings request must get back.
+    live_spec: str = ""
+    freeze_after: int | None = None
+    vectors: tuple[tuple[float, ...], ...] = ()
 
     @property
     def stream(self) -> bool:
@@ -97,10 +115,14 @@ class RequestPlan:
             self.kind,
             self.route if self.alias is None else f"{self.route}:{self.alias}",
             "stream" if self.stream else "json",
-            "chat" if self.endpoint == CHAT else "completions",
+            "chat" if self.endpoint == CHAT else self.endpoint.rsplit("/", 1)[-1],
         ]
         if self.spec:
             parts.append(f"X-Fault: {self.spec}")
+        if self.live_spec:
+            parts.append(f"POST /_fault: {self.live_spec}")
+        if self.freeze_after is not None:
+            parts.append(f"SIGSTOP after event {self.freeze_after}")
         if self.toxic:
             parts.append(f"toxic {self.toxic.describe()}")
         if self.disconnect_after is not None:
@@ -124,6 +146,8 @@ class RequestPlan:
             "tokens": len(self.tokens),
             "n_events": self.n_events,
             "deadline": round(self.deadline, 3),
+            "live_spec": self.live_spec,
+            "freeze_after": self.freeze_after,
         }
 
 

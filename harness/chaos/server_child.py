@@ -88,9 +88,11 @@ class ServerChild(LineProcessProtocol):
         return await self.terminate(timeout)
 
 
-def spawn_server(reactor: Any, *, python: str, config_path: str, workdir: str) -> ServerChild:
-    """Start ``twistd -n server-core --config config_path`` on a free loopback port,
-    in ``workdir`` (its log and run-state directory go there)."""
+def spawn_server(
+    reactor: Any, *, python: str, config_path: str, workdir: str, port: int = 0
+) -> ServerChild:
+    """Start ``twistd -n server-core --config config_path`` on loopback ``port`` (0: a
+    free one), in ``workdir`` (its log and run-state directory go there)."""
     server = ServerChild(os.path.join(workdir, "server-core.log"), reactor)
     argv = [
         python,
@@ -102,7 +104,7 @@ def spawn_server(reactor: Any, *, python: str, config_path: str, workdir: str) -
         "--config",
         config_path,
         "--port",
-        "tcp:0:interface=127.0.0.1",
+        f"tcp:{port}:interface=127.0.0.1",
     ]
     state = os.path.join(workdir, "run")
     reactor.spawnProcess(

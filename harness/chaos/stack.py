@@ -30,6 +30,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from harness.chaos.draw_extra import STARTUP_FAULTS
 from harness.chaos.procfs import FdCensus, fd_census, rss_kib
 from harness.chaos.server_child import ServerChild, child_env, spawn_server
 from harness.fake_llama import FakeLlamaProcess
@@ -37,8 +38,11 @@ from harness.netfault import FaultProxy
 
 __all__ = [
     "DIRECT_PREFIX",
+    "EMBED_ALIAS",
     "LANE_PREFIX",
+    "LIVE_ALIAS",
     "MANAGED_ALIAS",
+    "STARTUP_PREFIX",
     "Lane",
     "SpawnedStack",
     "StackSettings",
@@ -47,6 +51,9 @@ __all__ = [
 DIRECT_PREFIX = "chaos-"
 MANAGED_ALIAS = "chaos-managed"
 LANE_PREFIX = "chaos-net-"
+LIVE_ALIAS = "chaos-live"  # a fake whose live fault set the runner changes
+EMBED_ALIAS = "chaos-embed"  # a fake started with --embeddings
+STARTUP_PREFIX = "chaos-startup-"  # managed aliases whose child has a process fault
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,24 @@ class StackSettings:
     n_ctx_slot: int = 4096
     keep_dir: bool = False
     python: str = sys.executable
+    # The later kinds' pieces, only when those kinds are enabled (the stack of a run
+    # without them is the one it always was).
+    live: bool = False
+    embed: bool = False
+    startup: bool = False
+
+    @property
+    def startup_aliases(self) -> tuple[tuple[str, str], ...]:
+        """(alias, the child's --fault SPEC) of the startup kind's managed aliases."""
+        if not (self.startup and self.managed):
+            return ()
+        return tuple((f"{STARTUP_PREFIX}{name}", spec) for name, spec in STARTUP_FAULTS)
+
+    @property
+    def upstream_hosts(self) -> int:
+        """How many upstreams server_core may pool connections to."""
+        managed = (1 + len(self.startup_aliases)) if self.managed else 0
+        return self.fakes + self.lanes + managed + int(self.live) + int(self.embed)
 
     @property
     def direct_aliases(self) -> tuple[str, ...]:
@@ -113,6 +138,8 @@ class SpawnedStack:
     port: int = 0
     config_path: str = ""
     managed_alias: str | None = None
+    live_fake: FakeLlamaProcess | None = None
+    embed_fake: FakeLlamaProcess | None = None
     _stopping: defer.Deferred[None] | None = None
 
     @property
@@ -147,12 +174,15 @@ class SpawnedStack:
         s = self.settings
         env = child_env()
         for alias in s.direct_aliases:
-            self.fakes.append(
-                FakeLlamaProcess(
-                    ["-a", alias, *s.fake_flags()], reactor=self.reactor, env=env, python=s.python
-                )
-            )
-        await defer.gatherResults([f.started() for f in self.fakes], consumeErrors=True)
+            self.fakes.append(self._fake(["-a", alias], env))
+        extra = []
+        if s.live:
+            self.live_fake = self._fake(["-a", LIVE_ALIAS], env)
+            extra.append(self.live_fake)
+        if s.embed:
+            self.embed_fake = self._fake(["-a", EMBED_ALIAS, "--embeddings"], env)
+            extra.append(self.embed_fake)
+        await defer.gatherResults([f.started() for f in [*self.fakes, *extra]], consumeErrors=True)
         for i, alias in enumerate(s.lane_aliases):
             fake = self.fakes[i % len(self.fakes)]
             assert fake.port is not None
@@ -166,6 +196,18 @@ class SpawnedStack:
             self.reactor, python=s.python, config_path=self.config_path, workdir=self.tmpdir
         )
         self.port = await self.server.listening_port(timeout=60.0)
+
+    def _fake(self, flags: list[str], env: dict[str, str]) -> FakeLlamaProcess:
+        s = self.settings
+        return FakeLlamaProcess(
+            [*flags, *s.fake_flags()], reactor=self.reactor, env=env, python=s.python
+        )
+
+    @property
+    def all_fakes(self) -> list[FakeLlamaProcess]:
+        """Every fake the runner started (not the managed children)."""
+        extra = [f for f in (self.live_fake, self.embed_fake) if f is not None]
+        return [*self.fakes, *extra]
 
     def _write_config(self) -> str:
         s = self.settings
@@ -184,6 +226,9 @@ class SpawnedStack:
             lines.append(f"  - {{alias: {alias}, url: 'http://127.0.0.1:{fake.port}'}}")
         for lane in self.lanes:
             lines.append(f"  - {{alias: {lane.alias}, url: 'http://127.0.0.1:{lane.proxy.port}'}}")
+        for alias, extra in ((LIVE_ALIAS, self.live_fake), (EMBED_ALIAS, self.embed_fake)):
+            if extra is not None:
+                lines.append(f"  - {{alias: {alias}, url: 'http://127.0.0.1:{extra.port}'}}")
         if s.managed:
             self.managed_alias = MANAGED_ALIAS
             lines += self._managed_config()
@@ -204,21 +249,36 @@ class SpawnedStack:
                 "sys.exit(main())\n"
             )
         os.chmod(script, 0o700)
-        model = os.path.join(self.tmpdir, "model.gguf")
-        with open(model, "wb") as fh:
-            fh.write(b"GGUF")
-        return [
+        model = self._model_file("model")
+        lines = [
             "llama_server:",
             f"  executable: {json.dumps(script)}",
             f"  args: {json.dumps(s.fake_flags())}",
-            "  max_loaded: 1",
+            # One slot per startup alias too: a child that fails to start must never
+            # evict the managed child of the other requests.
+            f"  max_loaded: {1 + len(s.startup_aliases)}",
             "  ttl: -1",
             f"  start_timeout: {s.start_timeout}",
             f"  stop_grace: {s.stop_grace}",
             "  max_queue: 1024",
-            "aliases:",
-            f"  - {{alias: {MANAGED_ALIAS}, model: {json.dumps(model)}}}",
         ]
+        if s.startup_aliases:
+            lines.append("  variants:")
+            for alias, spec in s.startup_aliases:
+                args = [*s.fake_flags(), "--fault", spec]
+                lines.append(f"    {alias}: {{args: {json.dumps(args)}}}")
+        lines += ["aliases:", f"  - {{alias: {MANAGED_ALIAS}, model: {json.dumps(model)}}}"]
+        for alias, _spec in s.startup_aliases:
+            path = json.dumps(self._model_file(alias))
+            lines.append(f"  - {{alias: {alias}, model: {path}, variant: {alias}}}")
+        return lines
+
+    def _model_file(self, name: str) -> str:
+        """A dummy model file (the fake does not read it; server_core checks it exists)."""
+        path = os.path.join(self.tmpdir, f"{name}.gguf")
+        with open(path, "wb") as fh:
+            fh.write(b"GGUF")
+        return path
 
     def log_tail(self, n: int = 30) -> list[str]:
         """The last ``n`` output lines of server-core."""
@@ -260,6 +320,8 @@ class SpawnedStack:
         finally:
             for lane in self.lanes:
                 await lane.proxy.stop()
-            await defer.gatherResults([f.stop(grace=2.0) for f in self.fakes], consumeErrors=True)
+            await defer.gatherResults(
+                [f.stop(grace=2.0) for f in self.all_fakes], consumeErrors=True
+            )
             if not self.settings.keep_dir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)

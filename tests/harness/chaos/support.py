@@ -3,18 +3,30 @@ the sum rule of the report's tables."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from harness.chaos.kinds import CHAT, SUCCEED
 from harness.chaos.plan import PlanSettings, RequestPlan
+from harness.chaos.stack import EMBED_ALIAS, LIVE_ALIAS, StackSettings
 from harness.client import StreamResult
 
-SPAWN_SETTINGS = PlanSettings(
+# What the first mix offered (the kinds before ping, live_fault, embeddings, startup
+# and freeze): its draws must stay what they were.
+FIRST_SPAWN_SETTINGS = PlanSettings(
     aliases=("chaos-a", "chaos-b"),
     managed_alias="chaos-managed",
     lanes=3,
     idle_timeout=1.5,
     header_timeout=2.5,
+)
+# Everything spawn mode offers today.
+SPAWN_SETTINGS = replace(
+    FIRST_SPAWN_SETTINGS,
+    live_alias=LIVE_ALIAS,
+    embed_alias=EMBED_ALIAS,
+    startup_aliases=StackSettings(startup=True).startup_aliases,
+    freeze=True,
 )
 
 

@@ -4,7 +4,17 @@ expect what the fake's counting rule says."""
 from __future__ import annotations
 
 from harness.chaos.draw import generate_plan, generate_plans
-from harness.chaos.kinds import CHAT, COMPLETIONS, EITHER, FAIL, KINDS, MANAGED, NET_KINDS, SUCCEED
+from harness.chaos.kinds import (
+    CHAT,
+    COMPLETIONS,
+    EITHER,
+    EMBEDDINGS,
+    FAIL,
+    KINDS,
+    MANAGED,
+    NET_KINDS,
+    SUCCEED,
+)
 from harness.chaos.plan import stream_events
 from tests.harness.chaos.support import SPAWN_SETTINGS
 
@@ -56,7 +66,7 @@ def test_the_mix_covers_the_whole_vocabulary_in_spawn_mode() -> None:
     assert all(p.route == MANAGED for p in plans if p.kind == "crash")
     assert all(p.alias is None for p in plans if p.kind in NET_KINDS)
     assert any(p.disconnect_after for p in plans)
-    assert {p.endpoint for p in plans} == {CHAT, COMPLETIONS}
+    assert {p.endpoint for p in plans} == {CHAT, COMPLETIONS, EMBEDDINGS}
     assert {p.stream for p in plans} == {True, False}
 
 
@@ -82,4 +92,4 @@ def test_expectations_follow_the_fake_counting_rule() -> None:
             )
         if p.kind == "stall" and p.expect == FAIL:
             assert p.delay >= (1.5 if p.stream else 2.5)
-        assert p.skippable == ("p=0.5" in p.spec)
+        assert p.skippable == ("p=0.5" in (p.spec or p.live_spec))
