@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from twisted.logger import Logger
@@ -199,6 +200,7 @@ _TYPE_BY_STATUS = {
 }
 
 _MAX_UPSTREAM_MESSAGE = 2000
+_PHRASES = frozenset(int(s) for s in HTTPStatus)
 
 
 def _clean_message(text: str) -> str:
@@ -246,7 +248,8 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
     4xx keep their status (the client's request was wrong); 5xx become 502, except
     503 (still loading / overloaded) and 504, which keep theirs. 401/403 are about
     *our* credentials for the upstream, not the client's: 502, upstream text dropped.
-    Plain-text 5xx bodies (tracebacks, dumps) are not relayed at all.
+    Bodies that are not an error object (plain text, HTML: tracebacks, dumps) are never
+    relayed, whatever the status: the message is the status and its reason phrase.
     """
     if status in (401, 403):
         return UpstreamError(
@@ -263,13 +266,12 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
     # A JSON body that is not an object (a list, a bare string) carries no error object.
     fields = parse_error_object(parsed) if isinstance(parsed, dict) else ErrorObject()
     message, err_type, code = fields.message, fields.type, fields.code
-    if parsed is None and body and status < 500:
-        text = body.decode("utf-8", "replace")
-        # An HTML page says nothing useful to an API client.
-        if "<html" not in text.lower():
-            message = text
     if not message:
-        message = f"HTTP {status}"
+        # Whatever the status, a body that is no error object (plain text, HTML, a dump)
+        # is not relayed: it may hold paths, keys or another tenant's data.
+        message = (
+            f"HTTP {status} {HTTPStatus(status).phrase}" if status in _PHRASES else f"HTTP {status}"
+        )
     if 400 <= status < 500:
         out_status = status
     elif status in (503, 504):

@@ -126,7 +126,9 @@ class UpstreamClient:
         Retries once, and only when the request provably never left (stale pooled
         connection noticed before sending). Failures become ``UpstreamError``.
         """
-        headers = forwardable_headers(client_headers)
+        # An upstream holding the operator's key is a paid API or a guarded server: it
+        # gets the strict allowlist (see ``headers``).
+        headers = forwardable_headers(client_headers, with_operator_key=bool(api_key))
         headers.setRawHeaders(b"content-type", [b"application/json"])
         if not headers.hasHeader(b"accept"):
             headers.setRawHeaders(b"accept", [b"application/json, text/event-stream"])

@@ -148,9 +148,11 @@ def test_upstream_context_error_keeps_400_and_counts() -> None:
 
 def test_upstream_plain_text_and_html_errors() -> None:
     stub, router = make()
-    router.reply = CannedResponse(429, b"slow down", b"text/plain")
+    # A plain-text 4xx body is summarised like a 5xx one: the status, never the text.
+    router.reply = CannedResponse(429, b"slow down, key sk-abc of org-x", b"text/plain")
     status, payload = call(stub, "POST", CHAT, OK_BODY)
-    assert status == 429 and "slow down" in assert_openai_error(payload)["message"]
+    message = assert_openai_error(payload)["message"]
+    assert status == 429 and "HTTP 429 Too Many Requests" in message and "sk-abc" not in message
     # A plain-text 5xx body may be a traceback with paths and secrets: never relayed.
     router.reply = CannedResponse(
         503, b'Traceback: File "/srv/app.py", password="hunter2"', b"text/plain"
