@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -233,3 +235,73 @@ async def test_after_sigkill_a_plain_child_dies_with_its_parent(tmp_path: Path) 
             return
         await task.deferLater(reactor, 0.05, lambda: None)
     raise AssertionError("the child outlived a SIGKILLed server_core")
+
+
+def argv_without_port(config: Path) -> list[str]:
+    argv = twistd_argv(str(config), 0)
+    return argv[: argv.index("--port")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_network_address_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "open.yaml"
+    config.write_text("server:\n  drain_timeout: 1\n")
+    listen_file = tmp_path / "listen.yaml"
+    listen_file.write_text(f"server:\n  listen: tcp:{free_port()}:interface=0.0.0.0\n")
+    runs = [
+        # twistd's --port on every interface, and the config's own listen.
+        [*twistd_argv(str(config), 0)[:-1], f"tcp:{free_port()}"],
+        argv_without_port(listen_file),
+    ]
+    for argv in runs:
+        child = spawn("twistd", argv)
+        code = await child.when_exited()
+        output = "\n".join(child.lines)
+        assert code == 1, output
+        assert "without API keys" in output
+        assert "api_keys" in output and "api_keys_env" in output
+        assert "allow_unauthenticated: true" in output
+        assert "Traceback" not in output and "Usage:" not in output and "--config" not in output
+        assert len([line for line in output.splitlines() if line.strip()]) == 1, output
+        assert not any("listening on" in line for line in child.lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_allow_unauthenticated_starts_with_a_warning(tmp_path: Path) -> None:
+    config = tmp_path / "open.yaml"
+    config.write_text("server:\n  allow_unauthenticated: true\n")
+    port = free_port()
+    child = spawn("twistd", [*twistd_argv(str(config), 0)[:-1], f"tcp:{port}"])
+    try:
+        await child.when_line(r"server-core listening on")
+        warning = [line for line in child.lines if "without API keys" in line]
+        assert warning and "allow_unauthenticated" in warning[0], child.lines
+        health = await stream_request(
+            f"http://127.0.0.1:{port}/health", None, method="GET", timeout=5
+        )
+        assert health.status == 200
+    finally:
+        await child.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_orphans_are_reaped_even_by_a_config_without_managed_models(tmp_path: Path) -> None:
+    state = tmp_path / "run"
+    config = managed_config(tmp_path, ["--fault", "ignore_sigterm"], state)
+    server, _, child = await start_managed(tmp_path, config, state)
+    server.signal("KILL")
+    await server.when_exited()
+    assert alive(child), "expected an orphan to clean up"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("external:\n  - alias: e\n    url: http://127.0.0.1:9\n")
+    again = spawn(
+        "twistd", twistd_argv(str(plain), free_port()), env={"XDG_RUNTIME_DIR": str(state)}
+    )
+    try:
+        await again.when_line(r"server-core listening on")
+        assert not alive(child), "a start without managed aliases left the orphan running"
+        assert any("left by a previous run" in line for line in again.lines)
+    finally:
+        await again.stop()
+        if alive(child):  # the test failed: do not leave the orphan behind
+            os.killpg(child, signal.SIGKILL)
