@@ -16,6 +16,7 @@ __all__ = [
     "EMBED",
     "EMBEDDINGS",
     "FAIL",
+    "FIRST_KINDS",
     "KINDS",
     "LANE",
     "LIVE",
@@ -100,6 +101,8 @@ KINDS: dict[str, KindInfo] = {
     ),
     "freeze": KindInfo(1, needs="freeze", doc="SIGSTOP of the managed child mid-stream"),
 }
-# The kinds added after the first mix (see above).
+# The kinds added after the first mix (see above), and the first mix: ``--kinds`` with
+# the first mix draws, seed for seed, what runs drew before the later kinds existed.
 NEW_KINDS = ("ping", "live_fault", "embeddings", "startup", "freeze")
+FIRST_KINDS = tuple(k for k in KINDS if k not in NEW_KINDS)
 NET_KINDS = frozenset(k for k in KINDS if k.startswith("net_"))

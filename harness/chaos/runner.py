@@ -230,16 +230,21 @@ class _PlanRunner:
         else:
             assert plan.alias is not None
             alias = plan.alias
-        t_start = self.reactor.seconds()
+        starts = [self.reactor.seconds()]
+
+        async def send(on_event: OnEvent | None) -> StreamResult:
+            # The request starts when it is sent, not while it waits for the live
+            # fake or for another freeze to end.
+            starts.append(self.reactor.seconds())
+            return await self._send(plan, alias, on_event)
+
         try:
-            result, froze = await self.actions.send(
-                plan, lambda on_event: self._send(plan, alias, on_event)
-            )
+            result, froze = await self.actions.send(plan, send)
         finally:
             if lane is not None:
                 lane.proxy.reset()
                 self.lanes.put(lane)
-        t_end = self.reactor.seconds()
+        t_start, t_end = starts[-1], self.reactor.seconds()
         expected_model = self.env.expected_model(alias)
         record = RequestRecord(plan, alias, expected_model, result, t_start, t_end)
         judged = plan

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from harness.chaos.kinds import CHAT, SUCCEED
+from harness.chaos.kinds import CHAT, FIRST_KINDS, KINDS, SUCCEED
 from harness.chaos.plan import PlanSettings, RequestPlan
 from harness.chaos.stack import EMBED_ALIAS, LIVE_ALIAS, StackSettings
 from harness.client import StreamResult
@@ -19,6 +19,7 @@ FIRST_SPAWN_SETTINGS = PlanSettings(
     lanes=3,
     idle_timeout=1.5,
     header_timeout=2.5,
+    kinds=FIRST_KINDS,
 )
 # Everything spawn mode offers today.
 SPAWN_SETTINGS = replace(
@@ -27,6 +28,7 @@ SPAWN_SETTINGS = replace(
     embed_alias=EMBED_ALIAS,
     startup_aliases=StackSettings(startup=True).startup_aliases,
     freeze=True,
+    kinds=tuple(KINDS),
 )
 
 
