@@ -203,8 +203,11 @@ async def test_sigterm_stops_a_child_that_ignores_sigterm(tmp_path: Path) -> Non
     assert not alive(child), "the child outlived server_core"
 
 
+@pytest.mark.parametrize("restart_with", ["the same config", "no managed models"])
 @pytest_twisted.ensureDeferred
-async def test_after_sigkill_the_next_start_reaps_the_orphan(tmp_path: Path) -> None:
+async def test_after_sigkill_the_next_start_reaps_the_orphan(
+    tmp_path: Path, restart_with: str
+) -> None:
     state = tmp_path / "run"
     # The child ignores SIGTERM, so even the parent-death signal cannot stop it.
     config = managed_config(tmp_path, ["--fault", "ignore_sigterm"], state)
@@ -212,15 +215,20 @@ async def test_after_sigkill_the_next_start_reaps_the_orphan(tmp_path: Path) -> 
     server.signal("KILL")
     await server.when_exited()
     assert alive(child), "expected an orphan to clean up"
+    if restart_with == "no managed models":  # the orphan is reaped whatever the config
+        config = tmp_path / "plain.yaml"
+        config.write_text("external:\n  - alias: e\n    url: http://127.0.0.1:9\n")
     again = spawn(
         "twistd", twistd_argv(str(config), free_port()), env={"XDG_RUNTIME_DIR": str(state)}
     )
     try:
         await again.when_line(r"server-core listening on")
-        assert not alive(child), "the next start did not reap the orphan"
+        assert not alive(child), f"the next start with {restart_with} did not reap the orphan"
         assert any("left by a previous run" in line for line in again.lines)
     finally:
         await again.stop()
+        if alive(child):  # the test failed: do not leave the orphan behind
+            os.killpg(child, signal.SIGKILL)
 
 
 @pytest_twisted.ensureDeferred
@@ -282,26 +290,3 @@ async def test_allow_unauthenticated_starts_with_a_warning(tmp_path: Path) -> No
         assert health.status == 200
     finally:
         await child.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_orphans_are_reaped_even_by_a_config_without_managed_models(tmp_path: Path) -> None:
-    state = tmp_path / "run"
-    config = managed_config(tmp_path, ["--fault", "ignore_sigterm"], state)
-    server, _, child = await start_managed(tmp_path, config, state)
-    server.signal("KILL")
-    await server.when_exited()
-    assert alive(child), "expected an orphan to clean up"
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("external:\n  - alias: e\n    url: http://127.0.0.1:9\n")
-    again = spawn(
-        "twistd", twistd_argv(str(plain), free_port()), env={"XDG_RUNTIME_DIR": str(state)}
-    )
-    try:
-        await again.when_line(r"server-core listening on")
-        assert not alive(child), "a start without managed aliases left the orphan running"
-        assert any("left by a previous run" in line for line in again.lines)
-    finally:
-        await again.stop()
-        if alive(child):  # the test failed: do not leave the orphan behind
-            os.killpg(child, signal.SIGKILL)
