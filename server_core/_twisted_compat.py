@@ -25,12 +25,14 @@ __all__ = [
     "EarlyAnswerChannel",
     "GenericHTTPChannelProtocol",
     "HTTP11ClientFactory",
+    "HTTP11ClientProtocol",
     "RequestNotSent",
     "ReturnCheckingPool",
     "abort_body_transport",
     "channel_disconnected",
     "clear_exit_signal",
     "proxied_transport",
+    "quiescent_callback",
     "raise_synchronously",
     "request_disconnected",
     "transport_aborting",
@@ -193,3 +195,16 @@ class EarlyAnswerChannel(http.HTTPChannel):
     def _send100Continue(self) -> None:
         if self.continue_allowed():
             super()._send100Continue()
+
+
+# ``HTTP11ClientProtocol`` (twisted.web._newclient): the protocol of one pooled upstream
+# connection, subclassed by ``server_core.upstream._head_limit`` to bound response heads.
+
+
+def quiescent_callback(factory: _HTTP11ClientFactory) -> object:
+    """The callback ``factory`` hands each protocol it builds (``_quiescentCallback``).
+
+    A factory that builds its own ``HTTP11ClientProtocol`` subclass must pass it on:
+    it is how the pool takes a connection back once its response is read.
+    """
+    return factory._quiescentCallback

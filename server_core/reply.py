@@ -29,7 +29,9 @@ __all__ = ["ReplyDelivery", "ReplyTracker"]
 
 _T = TypeVar("_T")
 _JSON = b"application/json"
-_MAX_JSON_REPLY = 64 * 1024 * 1024
+# A whole (non-stream) JSON answer is held in memory before it is sent: a completion or
+# a batch of embeddings is far smaller; more is a misbehaving upstream (-> 502).
+_MAX_JSON_REPLY = 16 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 
 

@@ -141,6 +141,8 @@ def _upstream_settings(reader: ConfigReader, m: NodeMap) -> UpstreamSettings:
         connect_timeout=m.get("connect_timeout", reader.positive, d.connect_timeout),
         header_timeout=m.get("header_timeout", reader.positive, d.header_timeout),
         idle_timeout=m.get("idle_timeout", reader.positive, d.idle_timeout),
+        max_header_bytes=m.get("max_header_bytes", reader.count(1), d.max_header_bytes),
+        max_headers=m.get("max_headers", reader.count(1), d.max_headers),
     )
 
 

@@ -3,7 +3,8 @@
 Every section is optional::
 
     server: {listen, api_keys | api_keys_env, max_body_bytes, keepalive_interval,
-             drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout},
+             drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout,
+                                      max_header_bytes, max_headers},
              allowed_hosts, cors_origins, allow_unauthenticated}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
@@ -54,7 +55,13 @@ SERVER_KEYS = (
     "cors_origins",
     "allow_unauthenticated",
 )
-UPSTREAM_KEYS = ("connect_timeout", "header_timeout", "idle_timeout")
+UPSTREAM_KEYS = (
+    "connect_timeout",
+    "header_timeout",
+    "idle_timeout",
+    "max_header_bytes",
+    "max_headers",
+)
 LLAMA_KEYS = (
     "executable",
     "args",

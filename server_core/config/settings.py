@@ -28,6 +28,10 @@ class UpstreamSettings:
     """Longest silence allowed inside a response body."""
     max_connections_per_host: int = 256
     """Idle keep-alive connections kept per upstream host."""
+    max_header_bytes: int = 64 * 1024
+    """Largest response head (status line and headers) accepted from an upstream (-> 502)."""
+    max_headers: int = 100
+    """Most header lines accepted in one upstream response head (-> 502)."""
 
 
 DEFAULT_EXECUTABLE = "llama-server"

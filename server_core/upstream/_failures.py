@@ -21,6 +21,7 @@ from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from server_core._twisted_compat import RequestNotSent
 from server_core.config.settings import UpstreamSettings
 from server_core.errors import UpstreamError
+from server_core.upstream._head_limit import ResponseHeadTooLarge
 
 __all__ = ["as_upstream_error", "failure_reasons"]
 
@@ -46,6 +47,9 @@ def as_upstream_error(
     if isinstance(exc, RequestNotSent | RequestTransmissionFailed):
         return UpstreamError(f"{upstream_name}: the connection closed before the request was sent")
     reasons = list(failure_reasons(exc))
+    for reason in reasons:
+        if isinstance(reason, ResponseHeadTooLarge):
+            return UpstreamError(f"{upstream_name}: {reason}", status=502)
     if _any(reasons, ConnectionRefusedError):
         return UpstreamError(
             f"{upstream_name}: connection refused (is the upstream server running?)", status=502

@@ -1,8 +1,9 @@
 """The connection side of ``UpstreamClient``: its pool and its endpoints.
 
-Three adjustments to what ``Agent`` does by default: the pool never takes back a
+Four adjustments to what ``Agent`` does by default: the pool never takes back a
 connection that is going away, its connections do not log their opening and
-closing, and every TCP connection has Nagle off.
+closing nor accept an unbounded response head (``_head_limit``), and every TCP
+connection has Nagle off.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from server_core._twisted_compat import (
-    HTTP11ClientFactory,
     ReturnCheckingPool,
     transport_aborting,
     use_connection_factory,
 )
 from server_core.config.settings import UpstreamSettings
+from server_core.upstream._head_limit import head_limited_factory
 
 __all__ = ["NoDelayEndpointFactory", "UpstreamPool", "set_nodelay"]
 
@@ -37,11 +38,6 @@ def set_nodelay(transport: object) -> None:
         transport = getattr(transport, "transport", None)
 
 
-class _QuietClientFactory(HTTP11ClientFactory):
-    # One log line per pooled connection opened and closed is noise in a proxy.
-    noisy = False
-
-
 class UpstreamPool(ReturnCheckingPool):
     """A persistent pool that never takes back a connection that is already going away.
 
@@ -52,7 +48,10 @@ class UpstreamPool(ReturnCheckingPool):
 
     def __init__(self, reactor: object, settings: UpstreamSettings) -> None:
         super().__init__(reactor, persistent=True)
-        use_connection_factory(self, _QuietClientFactory)
+        # Quiet (no log line per connection) and with a bound on each response head.
+        use_connection_factory(
+            self, head_limited_factory(settings.max_header_bytes, settings.max_headers)
+        )
         self.maxPersistentPerHost = settings.max_connections_per_host
         # The client retries itself, and only when the request provably never left.
         self.retryAutomatically = False

@@ -34,11 +34,13 @@ from server_core._twisted_compat import (
     EarlyAnswerChannel,
     GenericHTTPChannelProtocol,
     HTTP11ClientFactory,
+    HTTP11ClientProtocol,
     RequestNotSent,
     ReturnCheckingPool,
     channel_disconnected,
     clear_exit_signal,
     proxied_transport,
+    quiescent_callback,
     raise_synchronously,
     request_disconnected,
     transport_aborting,
@@ -298,3 +300,15 @@ def test_twisted_asks_before_sending_100_continue() -> None:
     refusing.allow = False
     refusing.dataReceived(head)
     assert transport.value() == b""
+
+
+def test_quiescent_callback_is_what_the_factory_gives_its_protocols() -> None:
+    # Pins _HTTP11ClientFactory._quiescentCallback and HTTP11ClientProtocol's argument.
+    def callback(protocol: object) -> None:
+        pass
+
+    factory = HTTP11ClientFactory(callback, None)
+    assert quiescent_callback(factory) is callback
+    built = factory.buildProtocol(None)
+    assert isinstance(built, HTTP11ClientProtocol)
+    assert built._quiescentCallback is callback

@@ -288,3 +288,11 @@ def test_paired_surrogate_escape_is_fine() -> None:
     status, _ = call(stub, "POST", CHAT, raw)
     assert status == 200
     assert router.forwarded[0][1]["messages"][0]["content"] == "\U0001f600"
+
+
+def test_a_whole_json_reply_over_16_mib_is_a_502_not_held() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(200, b'{"x":"' + b"a" * (16 * 1024 * 1024) + b'"}')
+    status, payload = call(stub, "POST", CHAT, OK_BODY)
+    assert status == 502
+    assert "incomplete response" in assert_openai_error(payload)["message"]
