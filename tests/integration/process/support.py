@@ -7,9 +7,12 @@ llama-server takes: the spawn wrapper, its own process group, ``--port 0``, the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from twisted.internet import defer
@@ -77,6 +80,36 @@ async def get_status(url: str) -> int:
     response = await Agent(reactor, pool=pool).request(b"GET", url.encode())
     await readBody(response)
     return int(response.code)
+
+
+class Freezer:
+    """An ``on_event`` that SIGSTOPs ``pid`` at the ``after``-th event, and when (``at``).
+
+    As a context manager it leaves no stopped process behind: SIGCONT at the exit if the
+    process is still there (the liveness probe should have killed it by then).
+    """
+
+    def __init__(self, pid: int, after: int = 1) -> None:
+        self.pid = pid
+        self.after = after
+        self.seen = 0
+        self.at: float | None = None
+
+    def __call__(self, event: Any, t: float) -> None:
+        self.seen += 1
+        if self.seen == self.after:
+            os.kill(self.pid, signal.SIGSTOP)
+            self.at = reactor.seconds()
+
+    def __enter__(self) -> Freezer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not gone(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
 
 
 @implementer(ILogObserver)

@@ -8,8 +8,6 @@ header timeout (600 s); with it, both end within the configured detection time.
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 import pytest_twisted
 
 from harness.client import StreamResult, stream_request
-from tests.integration.process.support import gone, reactor
+from tests.integration.process.support import Freezer, gone, reactor
 from tests.integration.test_managed import Managed, chat, managed
 from tests.polling import until
 
@@ -41,24 +39,11 @@ async def test_frozen_child_mid_stream_ends_the_stream_and_is_replaced(tmp_path:
         assert (await ask(m, 2)).outcome == "done"  # the child is started on demand
         (entry,) = m.context.running()
         frozen_pid = entry["pid"]
-        seen: list[Any] = []
-        stopped_at: list[float] = []
-
-        def freeze_at_third(event: Any, t: float) -> None:
-            seen.append(event)
-            if len(seen) == 3:
-                os.kill(frozen_pid, signal.SIGSTOP)
-                stopped_at.append(reactor.seconds())
-
-        try:
-            result = await ask(m, 400, on_event=freeze_at_third)
-        finally:
-            if not gone(frozen_pid):
-                os.kill(frozen_pid, signal.SIGCONT)  # never leave a stopped process behind
-        assert stopped_at, result.summary()
+        with Freezer(frozen_pid, after=3) as freezer:
+            result = await ask(m, 400, on_event=freezer)
+        assert freezer.at is not None, result.summary()
         assert result.outcome == "error_event", result.summary()
-        assert result.t_end is not None
-        took = reactor.seconds() - stopped_at[0]
+        took = reactor.seconds() - freezer.at
         assert took < DETECTION + SLACK, f"the stream ended {took:.2f} s after the freeze"
         assert not result.done_after_error and not result.after_error
         await until(lambda: gone(frozen_pid), timeout=5)
@@ -84,13 +69,10 @@ async def test_a_request_to_a_frozen_child_gets_an_answer_not_the_header_timeout
         assert (await ask(m, 2)).outcome == "done"
         (entry,) = m.context.running()
         pid = entry["pid"]
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with Freezer(pid) as freezer:
+            freezer(None, 0)  # frozen before the request
             t0 = reactor.seconds()
             result = await ask(m, 4)
-        finally:
-            if not gone(pid):
-                os.kill(pid, signal.SIGCONT)
         took = reactor.seconds() - t0
         assert took < DETECTION + SLACK, f"answered after {took:.2f} s: {result.summary()}"
         # leased by the frozen child, answered by an OpenAI-shaped 502 once it is killed
