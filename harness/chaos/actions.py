@@ -8,7 +8,8 @@
   the requests after it find a working child, unless server_core's liveness probe has
   failed it and started a fresh one); one freeze at a time. A freeze that could not be
   applied (no child was running, it was replaced meanwhile) is reported, and the runner
-  judges the request as one that may succeed.
+  judges the request as one that may succeed; so does a freeze that came too late (the
+  relay passed the rest of the stream on in one burst: the child had written it all).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 from twisted.internet import defer
 
 from harness.chaos.plan import RequestPlan
-from harness.client import StreamResult, stream_request
+from harness.client import DONE, StreamResult, stream_request
+from harness.fake_llama import parse_faults
 from server_core.sse import Event
 
-__all__ = ["OnEvent", "SideActions"]
+__all__ = ["Freeze", "OnEvent", "SideActions"]
 
 OnEvent = Callable[[Event, float], None]
 Send = Callable[[OnEvent | None], Awaitable[StreamResult]]
@@ -70,38 +72,21 @@ class SideActions:
 
     async def _send_frozen(self, plan: RequestPlan, send: Send) -> tuple[StreamResult, bool]:
         await self._freeze.acquire()
-        frozen: list[int] = []
         try:
-            pid = await self._managed_pid(plan.alias)
-            seen = 0
-
-            def found(value: int | None) -> None:
-                nonlocal pid
-                pid = value
+            freeze = Freeze(plan, await self._managed_pid(plan.alias))
 
             def on_event(event: Event, t: float) -> None:
-                nonlocal seen
-                if event.data is None or frozen:
-                    return
-                seen += 1
-                if pid is None and seen == 1:
+                if freeze.pid is None and freeze.seen == 0 and event.data is not None:
                     # No child before the request (a crash): it runs now, ask again.
-                    defer.ensureDeferred(self._managed_pid(plan.alias)).addCallback(found)
-                if seen >= (plan.freeze_after or 0) and pid is not None:
-                    try:
-                        os.kill(pid, signal.SIGSTOP)
-                    except OSError:
-                        return  # gone: the freeze did not happen
-                    frozen.append(pid)
+                    d = defer.ensureDeferred(self._managed_pid(plan.alias))
+                    d.addCallback(freeze.found)
+                freeze.on_event(event, self.reactor.seconds())
 
             try:
-                return await send(on_event), bool(frozen)
+                result = await send(on_event)
             finally:
-                for p in frozen:
-                    try:
-                        os.kill(p, signal.SIGCONT)
-                    except OSError:
-                        pass  # failed and killed by server_core meanwhile
+                freeze.thaw()
+            return result, freeze.applied(result)
         finally:
             self._freeze.release()
 
@@ -115,3 +100,58 @@ class SideActions:
             if isinstance(row, dict) and row.get("alias") == alias and row.get("pid"):
                 return int(row["pid"])
         return None
+
+
+class Freeze:
+    """One freeze: SIGSTOP ``pid`` once ``plan.freeze_after`` data events arrived."""
+
+    def __init__(self, plan: RequestPlan, pid: int | None) -> None:
+        self.plan = plan
+        self.pid = pid
+        self.seen = 0
+        self.frozen_at: float | None = None
+        self.last_at: float | None = None  # the last data event's arrival
+        self._stopped: int | None = None
+
+    def found(self, pid: int | None) -> None:
+        """The pid, looked up again once the stream had begun."""
+        self.pid = pid
+
+    def on_event(self, event: Event, now: float) -> None:
+        """Count data events; stop the child at the planned one (or the first after
+        it once its pid is known)."""
+        if event.data is None:
+            return
+        self.seen += 1
+        self.last_at = now
+        if self._stopped is not None or self.pid is None:
+            return
+        if self.seen >= (self.plan.freeze_after or 0):
+            try:
+                os.kill(self.pid, signal.SIGSTOP)
+            except OSError:
+                self.pid = None  # gone: the freeze did not happen
+                return
+            self._stopped, self.frozen_at = self.pid, now
+
+    def thaw(self) -> None:
+        """SIGCONT the stopped child (it may have been failed and killed meanwhile)."""
+        if self._stopped is not None:
+            try:
+                os.kill(self._stopped, signal.SIGCONT)
+            except OSError:
+                pass
+
+    def applied(self, result: StreamResult) -> bool:
+        """Whether the child was stopped while it still owed the stream something.
+
+        A relay under load may pass a stream on in bursts: when every event after the
+        stop arrived within half a token gap of it, the child had written them all
+        before it was stopped, and the freeze came too late to cut anything.
+        """
+        if self.frozen_at is None:
+            return False
+        if result.outcome != DONE or self.last_at is None:
+            return True
+        gap = parse_faults(self.plan.spec).token_delay
+        return self.last_at - self.frozen_at >= gap / 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+from harness.chaos.actions import Freeze
 from harness.chaos.collateral import attribute_collateral
 from harness.chaos.draw import generate_plans
 from harness.chaos.judge import judge
@@ -24,6 +25,7 @@ from harness.chaos.plan import RequestPlan
 from harness.chaos.records import RequestRecord
 from harness.client import StreamResult
 from harness.fake_llama import embedding_vector
+from server_core.sse import Event
 from tests.harness.chaos.support import (
     FIRST_SPAWN_SETTINGS,
     SPAWN_SETTINGS,
@@ -201,3 +203,18 @@ def test_a_freeze_excuses_the_managed_requests_it_held_up() -> None:
         ("freeze", []),
         (None, ["unexpected_failure"]),
     ]
+
+
+def test_a_freeze_that_came_after_the_child_had_written_everything_does_not_count() -> None:
+    plan = make_plan("freeze", spec="token_delay=300ms", freeze_after=1, expect=FAIL)
+    for times, done, applied in (
+        ((1.0, 1.001, 1.002), True, False),  # the rest came in one burst: too late
+        ((1.0, 1.3, 1.6), True, True),  # tokens kept coming after the stop
+        ((1.0,), False, True),  # the stream was cut: the freeze bit
+    ):
+        freeze = Freeze(plan, None)  # no pid: record the times without a signal
+        freeze.frozen_at = times[0]
+        for t in times:
+            freeze.on_event(Event(data="{}"), t)
+        result = make_result() if done else make_result("error_event", error={"m": 1})
+        assert freeze.applied(result) is applied, times
