@@ -115,7 +115,8 @@ async def test_body_within_the_cap_is_served() -> None:
 def chat_request(body: dict[str, object], fault: str = "") -> bytes:
     payload = json.dumps(body).encode()
     return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n"
         + (b"X-Fault: " + fault.encode() + b"\r\n" if fault else b"")
         + b"Content-Length: "
         + str(len(payload)).encode()
@@ -169,8 +170,8 @@ async def test_a_body_that_never_completes_is_cut_at_the_deadline(
     monkeypatch.setattr(service_module, "HEADER_TIMEOUT", 0.3)
     async with stack() as s:
         head = (
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
         )
         received, elapsed = await raw_to_stack(s.port, [head])
         assert received == b"" and elapsed < 2
@@ -182,14 +183,14 @@ async def test_undecodable_url_is_json_and_no_version_banner() -> None:
 
     async with stack() as s:
         received, _ = await raw_to_stack(
-            s.port, [b"GET /v1/models/%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+            s.port, [b"GET /v1/models/%ff HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"]
         )
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400")
         assert json.loads(body)["error"]["type"] == "invalid_request_error"
         assert b"twisted" not in head.lower()
         received, _ = await raw_to_stack(
-            s.port, [b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+            s.port, [b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"]
         )
         head = received.partition(b"\r\n\r\n")[0].lower()
         assert b"server: server-core" in head and b"twisted" not in head
