@@ -1,7 +1,7 @@
 """Hypothesis fuzz of raw HTTP requests against server_core's whole HTTP stack, in memory.
 
-The site (``GuardedSite`` around the OpenAI and admin routes, a ``StubRouter`` behind
-them) runs on a ``Clock`` and an in-memory transport: each example writes raw bytes
+The site (``GuardedSite`` around the browser guard and the OpenAI and admin routes, as
+``make_service`` composes them, a ``StubRouter`` behind them) runs on a ``Clock`` and an in-memory transport: each example writes raw bytes
 (request line, headers, body, content type drawn, framing honest or not) and reads what
 comes back. Whatever the bytes: no 5xx, every answer has a status line and a JSON body,
 and nothing is logged as a failure or at CRITICAL level (a traceback).
@@ -22,12 +22,15 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from zope.interface import implementer
 
+from server_core.config.loader import parse_config
+from server_core.service import guarded_resource
 from server_core.testing import StubRouter
 from server_core.web import GuardedSite, OpenAIRoutes
 
 pytestmark = pytest.mark.timeout(120)
 
 KEY = "sk-fuzz"
+LISTEN = "tcp:1135:interface=127.0.0.1"
 PATHS = [
     "/v1/chat/completions",
     "/v1/completions",
@@ -97,7 +100,12 @@ def raw_requests(draw: st.DrawFn) -> bytes:
     version = draw(rarely(st.just(b"HTTP/1.1"), st.sampled_from([b"HTTP/1.0", b"HTTP/9.9", b""])))
     body = draw(bodies)
     lines = [method + b" " + path + b" " + version]
-    lines += [b"Host: 127.0.0.1:1135"] * draw(rarely(st.just(1), st.sampled_from([0, 2])))
+    others = st.sampled_from([b"localhost", b"fuzz.test", b"evil.test", b"[::1]:1135", b""])
+    host = draw(rarely(st.just(b"127.0.0.1:1135"), others))
+    lines += [b"Host: " + host] * draw(rarely(st.just(1), st.sampled_from([0, 2])))
+    if draw(st.integers(0, 3)) == 0:
+        origin = draw(st.sampled_from([b"http://ok.test", b"http://evil.test", b"null"]))
+        lines.append(b"Origin: " + origin)
     if draw(st.booleans()):
         lines.append(b"Authorization: Bearer " + KEY.encode())
     ctype = draw(rarely(st.just(b"application/json"), st.sampled_from(CONTENT_TYPES)))
@@ -158,8 +166,14 @@ class Server:
     def __init__(self, api_keys: tuple[str, ...]) -> None:
         self.clock = Clock()
         routes = OpenAIRoutes(StubRouter(self.clock), clock=self.clock, api_keys=api_keys)
+        # The browser guard (Host, Origin, Content-Type) as make_service composes it.
+        config = parse_config(
+            "server:\n  cors_origins: [http://ok.test]\n  allowed_hosts: [fuzz.test]\n",
+            file="<fuzz>",
+        )
+        resource = guarded_resource(config, LISTEN, routes.resource())
         self.site = GuardedSite(
-            routes.resource(), max_body_bytes=8192, header_timeout=5.0, reactor=self.clock
+            resource, max_body_bytes=8192, header_timeout=5.0, reactor=self.clock
         )
 
     def exchange(self, raw: bytes) -> bytes:
