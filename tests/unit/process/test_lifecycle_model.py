@@ -2,7 +2,8 @@
 
 Whatever happens in whatever order, the public view read from the machine's state data
 agrees with itself and with the ``on_state`` stream, no input the API feeds is refused,
-and every caller's Deferred fires once everything has stopped.
+and every caller's Deferred fires once everything has stopped. The liveness probe runs
+too: its unanswered probes can fail a ready child as hung.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self._dir = tempfile.TemporaryDirectory()
-        self.rig = Rig(Path(self._dir.name), start_timeout=5.0, stop_grace=2.0)
+        self.rig = Rig(
+            Path(self._dir.name),
+            start_timeout=5.0,
+            stop_grace=2.0,
+            liveness_interval=1.0,
+            liveness_timeout=0.5,
+            liveness_misses=2,
+        )
         self.waiters: list[defer.Deferred[Any]] = []
         self.exited: set[int] = set()  # children (by spawn index) that were made to exit
 
@@ -60,6 +68,30 @@ class Lifecycle(RuleBasedStateMachine):
         pending = [d for _, d in self.rig.health.calls if not d.called]
         pending[-1].callback(status)
 
+    @precondition(lambda self: self._running_child() and self.rig.proc.state == "starting")
+    @rule()
+    def child_gets_ready(self) -> None:
+        """Listening and a 200 in one step: ready is reached often enough to go on from."""
+        self.rig.health.frozen_on = None
+        if self.rig.proc.port is None:
+            self.say_listening(5555)
+        pending = [d for _, d in self.rig.health.calls if not d.called]
+        if pending:
+            pending[-1].callback(200)
+
+    @precondition(lambda self: self.rig.proc.state == "ready")
+    @rule()
+    def child_hangs(self) -> None:
+        """Frozen while ready, for as long as the probe needs to give up on it."""
+        self.child_freezes(True)
+        for _ in range(3):
+            self.time_passes(1.0)
+
+    @rule(frozen=st.booleans())
+    def child_freezes(self, frozen: bool) -> None:
+        """From now on (or no longer) every ``/health`` poll times out on the clock."""
+        self.rig.health.frozen_on = self.rig.clock if frozen else None
+
     @precondition(lambda self: self._running_child())
     @rule(code=st.sampled_from([0, 1, None]))
     def child_exits(self, code: int | None) -> None:
@@ -77,8 +109,11 @@ class Lifecycle(RuleBasedStateMachine):
     def the_view_agrees_with_itself(self) -> None:
         proc = self.rig.proc
         assert proc.state in STATES
-        if proc.state in ("stopped", "failed"):
+        if proc.state == "stopped" or (proc.state == "failed" and proc.pid is None):
             assert proc.pid is None and proc.port is None and proc.base_url is None
+        if proc.state == "failed" and proc.pid is not None:  # hung, SIGKILLed, not yet reaped
+            assert self.rig.spawner.signals[-1] == (proc.pid, signal.SIGKILL)
+            assert "stopped answering /health" in (proc.last_error or "")
         if proc.state == "ready":
             assert proc.pid is not None and proc.port is not None
             assert proc.base_url == f"http://127.0.0.1:{proc.port}"
