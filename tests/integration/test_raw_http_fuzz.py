@@ -1,10 +1,11 @@
 """Hypothesis fuzz of raw HTTP requests against server_core's whole HTTP stack, in memory.
 
 The site (``GuardedSite`` around the browser guard and the OpenAI and admin routes, as
-``make_service`` composes them, a ``StubRouter`` behind them) runs on a ``Clock`` and an in-memory transport: each example writes raw bytes
-(request line, headers, body, content type drawn, framing honest or not) and reads what
-comes back. Whatever the bytes: no 5xx, every answer has a status line and a JSON body,
-and nothing is logged as a failure or at CRITICAL level (a traceback).
+``make_service`` composes them, a ``StubRouter`` behind them) runs on a ``Clock`` and an
+in-memory transport: each example writes raw bytes (request line, headers, body, content
+type drawn, framing honest or not) and reads what comes back. Whatever the bytes: no 5xx,
+every answer has a status line and a JSON body, and nothing is logged as a failure or at
+CRITICAL level (a traceback).
 """
 
 from __future__ import annotations
