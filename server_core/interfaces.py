@@ -85,6 +85,7 @@ class IUpstreamClient(Interface):
         client_headers: Headers | None = None,
         api_key: str | None = None,
         upstream_name: str,
+        remote_api: bool = False,
     ) -> Awaitable[IResponse]:
         """POST ``body`` as JSON with the client's forwardable headers and ``api_key``."""
 

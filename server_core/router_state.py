@@ -118,6 +118,7 @@ class DefaultRouterState:
                 client_headers=headers,
                 api_key=target.api_key,
                 upstream_name=name,
+                remote_api=target.kind == "api",
             )
             return UpstreamReply(response, name, model_name=str(body["model"]))
         assert isinstance(target, LocalAlias)

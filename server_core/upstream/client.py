@@ -120,15 +120,18 @@ class UpstreamClient:
         client_headers: Headers | None = None,
         api_key: str | None = None,
         upstream_name: str,
+        remote_api: bool = False,
     ) -> IResponse:
         """POST ``body`` as JSON and return the response once its headers arrived.
 
         Retries once, and only when the request provably never left (stale pooled
         connection noticed before sending). Failures become ``UpstreamError``.
+        ``remote_api``: the upstream is an API alias (someone else's service).
         """
-        # An upstream holding the operator's key is a paid API or a guarded server: it
-        # gets the strict allowlist (see ``headers``).
-        headers = forwardable_headers(client_headers, with_operator_key=bool(api_key))
+        # An API alias, or any upstream holding the operator's key, gets the strict
+        # allowlist (see ``headers``): test-only headers never reach someone else's API.
+        strict = remote_api or bool(api_key)
+        headers = forwardable_headers(client_headers, with_operator_key=strict)
         headers.setRawHeaders(b"content-type", [b"application/json"])
         if not headers.hasHeader(b"accept"):
             headers.setRawHeaders(b"accept", [b"application/json, text/event-stream"])

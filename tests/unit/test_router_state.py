@@ -150,3 +150,13 @@ def test_get_model() -> None:
     router, _, _ = make()
     assert router.get_model("ext") == {"id": "ext"}
     assert router.get_model("zzz") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_api_aliases_are_sent_as_remote_apis() -> None:
+    # An API alias is someone else's service: the client's test-only headers stay here.
+    router, client, _ = make()
+    for model in ("openai/gpt-x", "ext", "local"):
+        await router.forward("/chat/completions", {"model": model, "messages": []})
+    kinds = [sent.get("remote_api", False) for sent in client.sent]
+    assert kinds == [True, False, False]

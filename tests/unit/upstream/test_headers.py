@@ -43,3 +43,10 @@ def test_an_upstream_with_the_operators_key_gets_no_organization_project_or_faul
 
 def test_no_client_headers_forward_nothing() -> None:
     assert list(forwardable_headers(None).getAllRawHeaders()) == []
+
+
+def test_the_test_only_header_stays_away_from_remote_apis() -> None:
+    incoming = Headers({b"x-fault": [b"ttft=1ms"], b"user-agent": [b"sdk"]})
+    assert forwardable_headers(incoming).hasHeader(b"x-fault")
+    strict = forwardable_headers(incoming, with_operator_key=True)
+    assert not strict.hasHeader(b"x-fault") and strict.hasHeader(b"user-agent")
