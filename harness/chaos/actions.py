@@ -6,10 +6,12 @@
 * ``freeze``: look the managed child's pid up in ``GET /running``, SIGSTOP it when the
   client has seen ``freeze_after`` data events, SIGCONT it once the response ended (so
   the requests after it find a working child, unless server_core's liveness probe has
-  failed it and started a fresh one); one freeze at a time. A freeze that could not be
-  applied (no child was running, it was replaced meanwhile) is reported, and the runner
-  judges the request as one that may succeed; so does a freeze that came too late (the
-  relay passed the rest of the stream on in one burst: the child had written it all).
+  failed it and started a fresh one). Freezes may overlap: the child runs again when
+  the last of them ended (one at a time would make a run as long as all of them). A
+  freeze that could not be applied (no child was running, it was replaced meanwhile) is
+  reported, and the runner judges the request as one that may succeed; so does a
+  freeze that came too late (the relay passed the rest of the stream on in one burst:
+  the child had written it all).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class SideActions:
         self.server_url = server_url
         self.live_url = live_url
         self._live = defer.DeferredLock()
-        self._freeze = defer.DeferredLock()
+        self._stops = _Stops()
 
     async def send(self, plan: RequestPlan, send: Send) -> tuple[StreamResult, bool]:
         """Send ``plan`` with its actions; (result, whether a planned freeze happened)."""
@@ -71,24 +73,20 @@ class SideActions:
             raise RuntimeError(f"{method} /_fault -> {r.status} {r.summary()}")
 
     async def _send_frozen(self, plan: RequestPlan, send: Send) -> tuple[StreamResult, bool]:
-        await self._freeze.acquire()
+        freeze = Freeze(plan, await self._managed_pid(plan.alias), self._stops)
+
+        def on_event(event: Event, t: float) -> None:
+            if freeze.pid is None and freeze.seen == 0 and event.data is not None:
+                # No child before the request (a crash): it runs now, ask again.
+                d = defer.ensureDeferred(self._managed_pid(plan.alias))
+                d.addCallback(freeze.found)
+            freeze.on_event(event, self.reactor.seconds())
+
         try:
-            freeze = Freeze(plan, await self._managed_pid(plan.alias))
-
-            def on_event(event: Event, t: float) -> None:
-                if freeze.pid is None and freeze.seen == 0 and event.data is not None:
-                    # No child before the request (a crash): it runs now, ask again.
-                    d = defer.ensureDeferred(self._managed_pid(plan.alias))
-                    d.addCallback(freeze.found)
-                freeze.on_event(event, self.reactor.seconds())
-
-            try:
-                result = await send(on_event)
-            finally:
-                freeze.thaw()
-            return result, freeze.applied(result)
+            result = await send(on_event)
         finally:
-            self._freeze.release()
+            freeze.thaw()
+        return result, freeze.applied(result)
 
     async def _managed_pid(self, alias: str | None) -> int | None:
         """The pid of ``alias``'s child as ``GET /running`` reports it (None: none)."""
@@ -105,9 +103,10 @@ class SideActions:
 class Freeze:
     """One freeze: SIGSTOP ``pid`` once ``plan.freeze_after`` data events arrived."""
 
-    def __init__(self, plan: RequestPlan, pid: int | None) -> None:
+    def __init__(self, plan: RequestPlan, pid: int | None, stops: _Stops | None = None) -> None:
         self.plan = plan
         self.pid = pid
+        self.stops = stops or _Stops()
         self.seen = 0
         self.frozen_at: float | None = None
         self.last_at: float | None = None  # the last data event's arrival
@@ -127,9 +126,7 @@ class Freeze:
         if self._stopped is not None or self.pid is None:
             return
         if self.seen >= (self.plan.freeze_after or 0):
-            try:
-                os.kill(self.pid, signal.SIGSTOP)
-            except OSError:
+            if not self.stops.stop(self.pid):
                 self.pid = None  # gone: the freeze did not happen
                 return
             self._stopped, self.frozen_at = self.pid, now
@@ -137,10 +134,8 @@ class Freeze:
     def thaw(self) -> None:
         """SIGCONT the stopped child (it may have been failed and killed meanwhile)."""
         if self._stopped is not None:
-            try:
-                os.kill(self._stopped, signal.SIGCONT)
-            except OSError:
-                pass
+            self.stops.cont(self._stopped)
+            self._stopped = None
 
     def applied(self, result: StreamResult) -> bool:
         """Whether the child was stopped while it still owed the stream something.
@@ -155,3 +150,31 @@ class Freeze:
             return True
         gap = parse_faults(self.plan.spec).token_delay
         return self.last_at - self.frozen_at >= gap / 2
+
+
+class _Stops:
+    """Stopped pids, counted: freezes may overlap (the next one begins while the child
+    is still stopped), and the child runs again only when the last of them ended."""
+
+    def __init__(self) -> None:
+        self._count: dict[int, int] = {}
+
+    def stop(self, pid: int) -> bool:
+        """SIGSTOP ``pid`` (once for overlapping freezes); False when it is gone."""
+        if not self._count.get(pid):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                return False
+        self._count[pid] = self._count.get(pid, 0) + 1
+        return True
+
+    def cont(self, pid: int) -> None:
+        """One freeze of ``pid`` ended: SIGCONT it when it was the last."""
+        self._count[pid] -= 1
+        if self._count[pid] == 0:
+            del self._count[pid]
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass  # failed and killed by server_core meanwhile
