@@ -63,6 +63,9 @@ class LocalAlias:
     """Idle TTL override in seconds (-1 never, 0 right away); None = the global TTL."""
     exec_variant: str | None = None
     """Name of a llama-server executable variant (``llama_server.variants``)."""
+    priority: int = 0
+    """Scheduling priority: a waiting request for it may swap out a loaded model of lower
+    priority without waiting ``max_wait`` (see ``shared_context.context``)."""
 
     def __post_init__(self) -> None:
         if self.source not in ("user", "model"):

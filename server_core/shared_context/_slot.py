@@ -138,6 +138,7 @@ class Slot:
     leases: int = 0
     requests: int = 0
     template: TemplateVerdict | None = None
+    ready_at: float | None = None  # when it first granted leases, for ``min_resident``
     phase: Phase = field(default_factory=Starting)
     _gone_waiters: list[defer.Deferred[None]] = field(default_factory=list, repr=False)
 

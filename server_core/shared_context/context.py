@@ -5,17 +5,31 @@ response has ended. Leases decide everything else:
 
 - a server with leases is never stopped by a swap, an idle timeout or an eviction;
 - requests for a model that is starting join that start (one process per alias);
-- at most ``max_loaded`` servers run; a different model waits for the least
-  recently used idle server to stop;
-- waiting requests are served in arrival order: requests that arrived before a
-  waiting swap are served, later ones queue behind it, so neither side starves.
+- at most ``max_loaded`` servers run; a different model waits for an idle server to
+  stop, preferably one nobody waits for, else the least recently used;
+- waiting requests are served model by model, with a bound. Loading a model costs
+  seconds, so requests for a loaded model are served before a swap, even those that
+  arrived after a request for another model: that one waits until no request for the
+  loaded model waits, or until it has waited ``max_wait``, whichever comes first. From
+  then on it is *due*, and due requests are served in arrival order, exactly as when
+  every request is due at once (``max_wait: 0``): requests that arrived before a due
+  swap are served, later ones queue behind it, so the loaded model's streams end, the
+  swap happens, and nobody waits much longer than ``max_wait`` plus one start.
+
+Two knobs bend this, both off by default: ``min_resident`` keeps a just-loaded model
+from being swapped out for a due request before it has served that long (fewer starts,
+longer waits for the others), and an alias's ``priority`` lets its requests become due
+at once over a loaded model of lower priority (quicker for it, more starts for the rest;
+the lower ones still become due after ``max_wait``, so they do not starve). Within one
+model, requests are always served in arrival order.
 
 Everything is driven by one ``_pump`` that grants what can be granted whenever
 something changes (a request, a release, a process becoming ready or stopping).
 
 Each alias's server is a ``Slot`` whose lifecycle (starting, probing, ready, draining,
 stopping, and the ends) is spelled out in ``_slot``; the waiting requests are a
-``WaitQueue`` (``_waiters``); the limits and the errors they raise are in ``limits``.
+``WaitQueue`` (``_waiters``); the limits and the errors they raise are in ``limits``;
+the waits and swaps ``/running`` shows are counted in ``_stats``.
 """
 
 from __future__ import annotations
@@ -33,7 +47,9 @@ from zope.interface import implementer
 from server_core.aliases import LocalAlias
 from server_core.errors import ContextError, ServerCoreError, internal_error
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
+from server_core.shared_context._policy import eviction_candidate, in_turn, urgent
 from server_core.shared_context._slot import Slot
+from server_core.shared_context._stats import WaitStats, queued_row, slot_row
 from server_core.shared_context._waiters import Waiter, WaitQueue
 from server_core.shared_context.lease import Lease
 from server_core.shared_context.limits import (
@@ -73,7 +89,10 @@ class DefaultSharedContext:
         self._listeners: list[IStateListener] = []
         self._last_errors: dict[str, str] = {}
         self._closing = False
+        self._waits = WaitStats()
+        self._alias_starts: dict[str, int] = {}
         self.starts = 0  # processes spawned, for tests and /running
+        self.swaps = 0  # servers stopped to make room for another model
 
     # -- ISharedContext -----------------------------------------------------------
 
@@ -135,7 +154,12 @@ class DefaultSharedContext:
     def running(self) -> list[dict[str, Any]]:
         """One row per live server, for ``/running``."""
         now = self._clock.seconds()
-        return [self._row(slot, now) for _, slot in sorted(self._slots.items())]
+        errors = self._last_errors
+        rows = [slot_row(s, now, errors.get(n), self._columns(n)) for n, s in self._slots.items()]
+        # A model nobody runs yet but requests wait for: the next swap, worth seeing.
+        queued = {w.alias.name for w in self._queue} - set(self._slots)
+        rows += [queued_row(n, errors.get(n), self._columns(n)) for n in queued]
+        return sorted(rows, key=lambda row: row["alias"])
 
     def process_for(self, alias_name: str) -> IServerProcess | None:
         """The live process serving ``alias_name`` (for its logs), if any."""
@@ -150,38 +174,25 @@ class DefaultSharedContext:
         in_use = (slot.leases if slot else 0) + self._queue.count(alias_name)
         return in_use >= limit
 
-    def _row(self, slot: Slot, now: float) -> dict[str, Any]:
-        proc: Any = slot.process
-        started_at = getattr(proc, "started_at", None)
-        template = slot.template
-        return {
-            "alias": slot.name,
-            "state": "draining" if slot.draining else str(proc.state),
-            "pid": proc.pid,
-            "port": proc.port,
-            "uptime": round(now - started_at, 3) if started_at is not None else None,
-            "in_flight": slot.leases,
-            "waiting": self._queue.count(slot.name),
-            "requests": slot.requests,
-            "last_error": self._last_errors.get(slot.name),
-            "chat_template": template.status if template else None,
-            "chat_template_detail": template.detail if template else None,
-        }
+    def _columns(self, name: str) -> dict[str, Any]:
+        counts = {"waiting": self._queue.count(name), "swaps": self.swaps}
+        return {**counts, **self._waits.row(name), "starts": self._alias_starts.get(name, 0)}
 
     # -- the scheduler --------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Grant, start or evict for waiters in arrival order (see module doc)."""
+        """Grant, start or evict for waiters, model by model up to a bound (see module doc)."""
         if self._closing:
             return
-        for waiter in self._queue:
+        now = self._clock.seconds()
+        for waiter in in_turn(self._queue, now, self._limits):
             if waiter.deferred.called:
                 continue
             name = waiter.alias.name
             slot = self._slots.get(name)
             if slot is not None and slot.grantable:
                 self._queue.remove(waiter)
-                waiter.deferred.callback(self._grant(slot))
+                waiter.deferred.callback(self._grant(slot, waiter.enqueued_at))
                 continue
             if slot is not None:
                 # Starting or probing: join that start. Stopping or draining: wait for it
@@ -190,26 +201,32 @@ class DefaultSharedContext:
             if len(self._slots) < self._limits.max_loaded:
                 self._start(waiter.alias)
                 continue
-            victim = self._eviction_candidate()
-            if victim is not None:
-                self._stop_slot(victim, reason=f"swap to '{name}'")
-            # Everyone behind a waiting swap queues behind it (no starvation).
+            if not urgent(waiter, self._slots.values(), now, self._limits):
+                # Not due yet: the loaded models keep serving their own requests; only a
+                # server nobody wants may make room now.
+                self._swap(name, unwanted_only=True)
+                continue
+            self._swap(name, unwanted_only=False)
+            # Everyone behind a due swap queues behind it (no starvation).
             break
+        # No timer wakes the pump when a waiter becomes due: that changes what the pump
+        # does only when the loaded model has no lease, and then nobody waits for it (its
+        # requests would have been granted), so it is evicted anyway.
 
     def _pump_soon(self) -> None:
         self._clock.callLater(0, self._pump)
 
-    def _eviction_candidate(self) -> Slot | None:
-        slots = self._slots.values()
-        if any(s.stopping for s in slots):
-            return None  # one swap at a time: wait for the stop under way
-        # Only an idle ready server: one still starting or being checked belongs to the
-        # waiters that asked for it first.
-        idle = [s for s in slots if s.evictable]
-        return min(idle, key=lambda s: s.last_used) if idle else None
+    def _swap(self, name: str, *, unwanted_only: bool) -> None:
+        """Stop an idle server to make room for ``name``, if there is one to stop."""
+        victim = eviction_candidate(self._slots.values(), self._queue, unwanted_only=unwanted_only)
+        if victim is not None:
+            self.swaps += 1
+            self._stop_slot(victim, reason=f"swap to '{name}'")
 
-    def _grant(self, slot: Slot) -> Lease:
-        slot.granted(self._clock.seconds())
+    def _grant(self, slot: Slot, enqueued_at: float | None = None) -> Lease:
+        now = self._clock.seconds()
+        slot.granted(now)
+        self._waits.record(slot.name, now - (now if enqueued_at is None else enqueued_at))
         self._notify("request", slot.name, {"in_flight": slot.leases})
         return Lease(slot, self._release)
 
@@ -244,6 +261,7 @@ class DefaultSharedContext:
         holder.append(slot)
         self._slots[alias.name] = slot
         self.starts += 1
+        self._alias_starts[alias.name] = self._alias_starts.get(alias.name, 0) + 1
         self._notify("start", alias.name, {})
         started = defer.maybeDeferred(process.start)
         started.addCallbacks(lambda _: self._started(slot), lambda f: self._start_failed(slot, f))
@@ -288,6 +306,7 @@ class DefaultSharedContext:
             self._became_ready(slot)
 
     def _became_ready(self, slot: Slot) -> None:
+        slot.ready_at = self._clock.seconds()
         self._notify("ready", slot.name, {"port": getattr(slot.process, "port", None)})
         if slot.leases == 0:
             self._arm_idle(slot)

@@ -24,7 +24,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ContextLimits:
-    """How many servers run, how long idle ones live, how many requests may wait."""
+    """How many servers run, how long idle ones live, how many requests may wait, and how
+    long a request for another model lets the loaded one keep serving (``max_wait``)."""
 
     max_loaded: int = 1
     ttl: float = 300.0  # -1 never, 0 right after the last lease ends
@@ -32,6 +33,8 @@ class ContextLimits:
     queue_timeout: float = 300.0
     max_concurrent_per_alias: int | None = None
     retry_after: int = 5  # seconds suggested to clients turned away
+    max_wait: float = 30.0  # a waiting swap's bound on same-model batching; 0 = arrival order
+    min_resident: float = 0.0  # a just-loaded model is not swapped out sooner while wanted
 
     def retry_headers(self) -> dict[str, str]:
         """The ``Retry-After`` header sent with every refusal."""

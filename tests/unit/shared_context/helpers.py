@@ -97,9 +97,9 @@ class StubProcess:
         pass
 
 
-def alias(name: str, ttl: float | None = None) -> LocalAlias:
+def alias(name: str, ttl: float | None = None, priority: int = 0) -> LocalAlias:
     return LocalAlias(name=name, model_path=f"/m/{name}.gguf", source="user", request_params={},
-                      ttl=ttl)  # fmt: skip
+                      ttl=ttl, priority=priority)  # fmt: skip
 
 
 @implementer(IStateListener)

@@ -70,8 +70,9 @@ def test_swap_waits_for_the_stream_in_flight() -> None:
     ]  # fmt: skip
 
 
-def test_new_arrivals_queue_behind_a_waiting_swap() -> None:
-    ctx, clock, _ = make(max_loaded=1)
+def test_with_max_wait_0_new_arrivals_queue_behind_a_waiting_swap() -> None:
+    # max_wait 0: every waiting swap is due at once, which is plain arrival order.
+    ctx, clock, _ = make(max_loaded=1, max_wait=0)
     d = ctx.acquire(alias("a"))
     clock.advance(START_TIME)
     (lease_a,) = results([d])
