@@ -82,6 +82,8 @@ def build_context(
             max_queue=llama.max_queue,
             queue_timeout=llama.queue_timeout,
             max_concurrent_per_alias=llama.max_concurrent_per_alias,
+            max_wait=llama.max_wait,
+            min_resident=llama.min_resident,
         ),
         template_probe=ChatTemplateProbe(client, reactor),
     )

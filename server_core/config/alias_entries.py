@@ -112,6 +112,7 @@ def _user_alias(reader: ConfigReader, m: NodeMap, name: str, llama: LlamaSetting
         context_params=m.get("context_params", reader.flags, ()),
         ttl=m.get("ttl", reader.opt_ttl, None),
         exec_variant=variant,
+        priority=m.get("priority", reader.integer, 0),
     )
 
 

@@ -171,6 +171,8 @@ def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
             lambda n, p: None if is_null(n) else reader.count(1)(n, p),
             d.max_concurrent_per_alias,
         ),
+        max_wait=m.get("max_wait", reader.non_negative, d.max_wait),
+        min_resident=m.get("min_resident", reader.non_negative, d.min_resident),
     )
 
 

@@ -9,9 +9,9 @@ Every section is optional::
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
-                   max_concurrent_per_alias}
+                   max_concurrent_per_alias, max_wait, min_resident}
     model_dirs: [DIR, ...]
-    aliases:  [{alias, model, request_params, context_params, ttl, variant}]
+    aliases:  [{alias, model, request_params, context_params, ttl, variant, priority}]
     external: [{alias, url, model, api_key_env, api_key_optional, request_params}]
     apis:     [{name, base_url, api_key_env, api_key_optional, models, prefix,
                 forward_all_with_prefix, request_params}]
@@ -76,9 +76,11 @@ LLAMA_KEYS = (
     "max_queue",
     "queue_timeout",
     "max_concurrent_per_alias",
+    "max_wait",
+    "min_resident",
 )
 VARIANT_KEYS = ("executable", "args")
-ALIAS_KEYS = ("alias", "model", "request_params", "context_params", "ttl", "variant")
+ALIAS_KEYS = ("alias", "model", "request_params", "context_params", "ttl", "variant", "priority")
 EXTERNAL_KEYS = ("alias", "url", "model", "api_key_env", "api_key_optional", "request_params")
 API_KEYS = (
     "name",

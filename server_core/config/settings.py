@@ -90,6 +90,11 @@ class LlamaSettings:
     max_queue: int = 64
     queue_timeout: float = 300.0
     max_concurrent_per_alias: int | None = None
+    max_wait: float = 30.0
+    """Seconds a request for another model lets the loaded one keep serving its own
+    requests before a swap is due; 0 = plain arrival order (a swap per change of model)."""
+    min_resident: float = 0.0
+    """Seconds a just-loaded model keeps serving, while wanted, before a due swap; 0 = off."""
 
     def command_for(self, variant: str | None = None) -> tuple[str, tuple[str, ...]]:
         """(executable, args) for an alias's ``exec_variant`` (None = the default)."""
