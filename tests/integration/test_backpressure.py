@@ -68,7 +68,8 @@ class SlowReader(Protocol):
         payload = json.dumps({"model": "big", "messages": [{"role": "user", "content": "x"}],
                               "stream": True, "events": self.events}).encode()  # fmt: skip
         self.transport.write(  # type: ignore[union-attr]
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: "
             + str(len(payload)).encode()
             + b"\r\n\r\n"
