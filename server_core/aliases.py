@@ -66,12 +66,16 @@ class LocalAlias:
     priority: int = 0
     """Scheduling priority: a waiting request for it may swap out a loaded model of lower
     priority without waiting ``max_wait`` (see ``shared_context.context``)."""
+    names: tuple[str, ...] = ()
+    """Extra names clients may use (``gpt-4o-mini``): each resolves to this very alias, so
+    every name shares one llama-server; the scheduler keys its slots by ``name``."""
 
     def __post_init__(self) -> None:
         if self.source not in ("user", "model"):
             raise ValueError(f"LocalAlias.source must be 'user' or 'model', not {self.source!r}")
         object.__setattr__(self, "request_params", _frozen_mapping(self.request_params))
         object.__setattr__(self, "context_params", tuple(self.context_params))
+        object.__setattr__(self, "names", tuple(self.names))
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,16 @@ class DefaultAliasStore:
         apis: Iterable[ApiAlias] = (),
         *,
         created: int | None = None,
+        default_model: str | None = None,
     ) -> None:
         self._user = _by_name(user, "user alias")
+        # Extra names of user aliases -> the alias itself (one object, one process).
+        self._extra: dict[str, LocalAlias] = {}
+        for alias in self._user.values():
+            for extra in alias.names:
+                if extra in self._user or extra in self._extra:
+                    raise ValueError(f"alias name {extra!r} is used twice")
+                self._extra[extra] = alias
         # Model aliases are listed by name; a user alias of the same name wins.
         self._model = {
             name: alias
@@ -204,6 +216,9 @@ class DefaultAliasStore:
             key=lambda a: -len(a.prefix),
         )
         self.created = int(time.time()) if created is None else created
+        if default_model is not None and self._find(default_model) is None:
+            raise ValueError(f"default model {default_model!r} is not an alias")
+        self._default = default_model
 
     def __repr__(self) -> str:
         return (
@@ -241,8 +256,10 @@ class DefaultAliasStore:
                 }
             )
 
-        for name in self._user:
+        for name, alias in self._user.items():
             add(name, OWNER, "user")
+            for extra in alias.names:
+                add(extra, OWNER, "user")
         for name in self._model:
             add(name, OWNER, "model")
         for name in self._external:
@@ -255,6 +272,17 @@ class DefaultAliasStore:
                     if found.name == api.name:
                         add(model_id, api.name, "api")
         return entries
+
+    def default_model(self) -> str | None:
+        """The name that serves requests naming no model: the configured default, else
+        the only alias when exactly one exists (extra names count as that one), else None.
+        """
+        if self._default is not None:
+            return self._default
+        if self._api_prefixes:
+            return None  # a prefix serves an open set of names
+        names = [*self._user, *self._model, *self._external, *self._api_exact]
+        return names[0] if len(names) == 1 else None
 
     def local_aliases(self) -> list[LocalAlias]:
         """Every alias served by a managed llama-server: user aliases, then model files."""
@@ -273,7 +301,7 @@ class DefaultAliasStore:
         return isinstance(model, str) and self._find(model) is not None
 
     def _find(self, model: str) -> Resolved | None:
-        alias: Resolved | None = self._user.get(model)
+        alias: Resolved | None = self._user.get(model) or self._extra.get(model)
         if alias is not None:
             return alias
         # Model aliases are lower-cased file stems: match them regardless of case.

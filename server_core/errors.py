@@ -245,8 +245,10 @@ def parse_error_object(payload: object) -> ErrorObject:
 def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> ServerCoreError:
     """Turn an upstream non-2xx answer (llama-server, OpenAI, plain text) into our shape.
 
-    4xx keep their status (the client's request was wrong); 5xx become 502, except
-    503 (still loading / overloaded) and 504, which keep theirs. 401/403 are about
+    4xx keep their status and type (the client's request was wrong, in the upstream's
+    words); 5xx become 502, except 501 (the upstream does not implement that: a fact
+    about the request, not a broken upstream), 503 (still loading / overloaded) and 504,
+    which keep theirs. 401/403 are about
     *our* credentials for the upstream, not the client's: 502, upstream text dropped.
     Bodies that are not an error object (plain text, HTML: tracebacks, dumps) are never
     relayed, whatever the status: the message is the status and its reason phrase.
@@ -274,7 +276,7 @@ def normalize_upstream_error(status: int, body: bytes, *, upstream: str) -> Serv
         )
     if 400 <= status < 500:
         out_status = status
-    elif status in (503, 504):
+    elif status in (501, 503, 504):
         out_status = status
     else:
         out_status = 502

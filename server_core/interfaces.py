@@ -39,6 +39,9 @@ class IAliasStore(Interface):
     def local_aliases() -> list[LocalAlias]:
         """The aliases served by managed llama-server processes."""
 
+    def default_model() -> str | None:
+        """The model name that serves a request naming none, or None (then it is a 400)."""
+
 
 class IRouterState(Interface):
     """What a route handler may do: resolve a model, forward a request, answer with it."""
@@ -50,6 +53,15 @@ class IRouterState(Interface):
 
         Returns a Deferred firing with the JSON body to return, or None once a stream has
         ended. ``tracker`` sees the work in progress so a drain can end it honestly.
+        """
+
+    def respond_native(
+        request: Request, path: str, body: dict[str, Any], tracker: ReplyTracker, *, method: str
+    ) -> Awaitable[bytes | None]:
+        """Like ``respond``, to llama-server's own ``path`` (``/completion``, ``/props``).
+
+        ``method`` GET sends no body (``body`` holds only the ``?model=`` the client named);
+        the request's query string is passed on.
         """
 
     def forward(

@@ -92,6 +92,7 @@ class ReplyDelivery:
             keepalive_interval=self._keepalive,
             idle_timeout=self._idle_timeout,
             model_name=reply.model_name,
+            ends=getattr(reply, "ends", None),
         )
         tracker.add_stream(stream)
         try:

@@ -5,6 +5,11 @@ alias ``request_params`` the client did not set, takes a lease on a managed serv
 when the alias is local, sends the request upstream, and delivers the reply to the
 client (``server_core.reply``). The lease travels with the reply and is released only
 when the response to the client has ended.
+
+A request naming no ``model`` goes to the store's default model (``server.default_model``,
+or the only alias); without one it is the 400 it always was. Native llama-server routes
+(``/completion``, ``/tokenize``, ``/props``, ...) take the same path with the upstream's
+own URL path instead of one under ``/v1``; their streams end with ``"stop": true``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
-from server_core.errors import ContextError
+from server_core.errors import BadRequest, ContextError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
 from server_core.reply import ReplyDelivery, ReplyTracker
 from server_core.template_check import ChatTemplateBroken
 from server_core.upstream import UpstreamClient
+from server_core.validation import missing_model
 
 __all__ = ["DefaultRouterState", "UpstreamReply", "respond_via"]
 
@@ -42,6 +48,8 @@ class UpstreamReply:
     _release: Callable[[], None] = field(default=_noop, repr=False)
     model_name: str | None = field(default=None, kw_only=True)
     """The model name the client asked for; replies that name another are rewritten."""
+    ends: Callable[[object], bool] | None = field(default=None, kw_only=True)
+    """For streams without ``[DONE]``: the event that is their complete ending."""
 
     def release(self) -> None:
         """Give back the lease (idempotent)."""
@@ -50,6 +58,25 @@ class UpstreamReply:
 
 
 Forward = Callable[[str, dict[str, Any], Headers | None], Any]
+
+# Native routes that generate: alias request_params apply, and their streams end with the
+# event carrying ``"stop": true`` (llama-server's /completion stream has no [DONE]).
+_NATIVE_GENERATION = frozenset({"/completion", "/completions", "/infill"})
+_OPENAI_UNPREFIXED = frozenset({"/completions", "/embeddings"})
+
+
+def native_stop(payload: object) -> bool:
+    """True for the last event of a llama-server native completion stream."""
+    return isinstance(payload, dict) and payload.get("stop") is True
+
+
+@dataclass(frozen=True)
+class _Native:
+    """How a native request goes upstream: its method, path and query string."""
+
+    path: str
+    method: str = "POST"
+    query: bytes = b""
 
 
 async def respond_via(
@@ -61,6 +88,8 @@ async def respond_via(
     tracker: ReplyTracker,
 ) -> bytes | None:
     """Forward, deliver the reply, and release its lease once the response has ended."""
+    if body.get("model") is None:
+        raise missing_model()  # and no default model filled it in
     reply = await tracker.waiting(
         defer.ensureDeferred(forward(endpoint, body, request.requestHeaders))
     )
@@ -90,9 +119,45 @@ class DefaultRouterState:
         self, request: Request, endpoint: str, body: dict[str, Any], tracker: ReplyTracker
     ) -> bytes | None:
         """Answer ``request`` with what ``endpoint`` of its model's server replies."""
+        return await respond_via(
+            self.forward,
+            self._delivery_or_fail(),
+            request,
+            endpoint,
+            self.with_model(body),
+            tracker,
+        )
+
+    async def respond_native(
+        self,
+        request: Request,
+        path: str,
+        body: dict[str, Any],
+        tracker: ReplyTracker,
+        *,
+        method: str = "POST",
+    ) -> bytes | None:
+        """Answer ``request`` with what llama-server's own ``path`` replies (see module doc)."""
+        native = _Native(path, method, _query(request))
+
+        def forward(_: str, outgoing: dict[str, Any], headers: Headers | None) -> Any:
+            return self._forward(native.path, outgoing, headers, native)
+
+        return await respond_via(
+            forward, self._delivery_or_fail(), request, path, self.with_model(body), tracker
+        )
+
+    def with_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body``, naming the default model when it names none (or unchanged)."""
+        if body.get("model") is not None:
+            return body
+        default = self._aliases.default_model()
+        return body if default is None else {**body, "model": default}
+
+    def _delivery_or_fail(self) -> ReplyDelivery:
         if self._delivery is None:
             raise RuntimeError("this router was built without a ReplyDelivery")
-        return await respond_via(self.forward, self._delivery, request, endpoint, body, tracker)
+        return self._delivery
 
     @property
     def client(self) -> UpstreamClient:
@@ -106,21 +171,24 @@ class DefaultRouterState:
         self, endpoint: str, body: dict[str, Any], headers: Headers | None = None
     ) -> UpstreamReply:
         """Send ``body`` to ``endpoint`` (e.g. ``/chat/completions``) of its model's server."""
-        target = self._aliases.resolve(str(body["model"]))
+        return await self._forward(endpoint, self.with_model(body), headers, None)
+
+    async def _forward(
+        self, endpoint: str, body: dict[str, Any], headers: Headers | None, native: _Native | None
+    ) -> UpstreamReply:
+        if body.get("model") is None:
+            raise missing_model()
+        wanted = str(body["model"])
+        target = self._aliases.resolve(wanted)
+        ends = native_stop if native is not None and native.path in _NATIVE_GENERATION else None
         if isinstance(target, RemoteTarget):
             outgoing = merge_request_params(body, target.request_params)
             if target.upstream_model:
                 outgoing["model"] = target.upstream_model
             name = f"upstream '{target.name}'"
-            response = await self._client.post_json(
-                target.base_url + endpoint,
-                outgoing,
-                client_headers=headers,
-                api_key=target.api_key,
-                upstream_name=name,
-                remote_api=target.kind == "api",
-            )
-            return UpstreamReply(response, name, model_name=str(body["model"]))
+            url = target.base_url + endpoint if native is None else _remote_native(target, native)
+            response = await self._send(url, outgoing, headers, name, native, target)
+            return UpstreamReply(response, name, model_name=wanted, ends=ends)
         assert isinstance(target, LocalAlias)
         if self._context is None:
             raise ContextError(
@@ -128,23 +196,45 @@ class DefaultRouterState:
                 "has no llama-server executable configured (llama_server.executable)."
             )
         lease: Any = await self._context.acquire(target)
-        if endpoint == "/chat/completions" and lease.chat_template_error:
+        if endpoint == "/chat/completions" and native is None and lease.chat_template_error:
             lease.release()
             raise ChatTemplateBroken(target.name)
         try:
-            outgoing = merge_request_params(body, target.request_params)
-            outgoing["model"] = target.name
+            generation = native is None or native.path in _NATIVE_GENERATION
+            outgoing = merge_request_params(body, target.request_params) if generation else body
+            outgoing = {**outgoing, "model": target.name}
             name = f"model '{target.name}'"
-            response = await self._client.post_json(
-                f"{lease.base_url}/v1{endpoint}",
-                outgoing,
-                client_headers=headers,
-                upstream_name=name,
-            )
+            if native is None:
+                url = f"{lease.base_url}/v1{endpoint}"
+            else:
+                url = lease.base_url + native.path + _query_suffix(native.query)
+            response = await self._send(url, outgoing, headers, name, native, None)
         except BaseException:
             lease.release()
             raise
-        return UpstreamReply(response, name, lease.release, model_name=target.name)
+        return UpstreamReply(response, name, lease.release, model_name=wanted, ends=ends)
+
+    async def _send(
+        self,
+        url: str,
+        body: dict[str, Any],
+        headers: Headers | None,
+        name: str,
+        native: _Native | None,
+        remote: RemoteTarget | None,
+    ) -> IResponse:
+        """One request upstream: a GET for native GET routes, else the JSON POST."""
+        api_key = remote.api_key if remote is not None else None
+        if native is not None and native.method == "GET":
+            return await self._client.get(url, api_key=api_key, upstream_name=name)
+        return await self._client.post_json(
+            url,
+            body,
+            client_headers=headers,
+            api_key=api_key,
+            upstream_name=name,
+            remote_api=remote is not None and remote.kind == "api",
+        )
 
     def list_models(self) -> list[dict[str, Any]]:
         return self._aliases.list_models()
@@ -160,3 +250,34 @@ class DefaultRouterState:
             stopped: Any = self._context.close()
             await stopped
         await self._client.close()
+
+
+def _query(request: Request) -> bytes:
+    """The raw query string of ``request`` (``fail_on_no_slot=1``), passed on as sent."""
+    uri: bytes = request.uri or b""
+    return uri.partition(b"?")[2]
+
+
+def _query_suffix(query: bytes) -> str:
+    return "?" + query.decode("ascii", "replace") if query else ""
+
+
+def _remote_native(target: RemoteTarget, native: _Native) -> str:
+    """A native path on a server someone else runs: under its root, not its ``/v1``.
+
+    An API alias has only its ``/v1`` root: ``/v1/...`` paths and the un-prefixed OpenAI
+    ones (an SDK pointed at our root) reach it under that root; others are a 400.
+    """
+    if target.kind == "api":
+        if native.path in _OPENAI_UNPREFIXED:
+            return target.base_url + native.path + _query_suffix(native.query)
+        if not native.path.startswith("/v1/"):
+            raise BadRequest(
+                f"The model '{target.name}' is served by a remote API, which has no "
+                f"llama-server route {native.path}; use a llama-server model.",
+                param="model",
+                code="unsupported_route",
+            )
+        return target.base_url + native.path[len("/v1") :] + _query_suffix(native.query)
+    root = target.base_url.removesuffix("/v1")
+    return root + native.path + _query_suffix(native.query)

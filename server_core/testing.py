@@ -117,6 +117,17 @@ class StubRouter:
     ) -> bytes | None:
         return await respond_via(self.forward, self._delivery, request, endpoint, body, tracker)
 
+    async def respond_native(
+        self,
+        request: Request,
+        path: str,
+        body: dict[str, Any],
+        tracker: ReplyTracker,
+        *,
+        method: str = "POST",
+    ) -> bytes | None:
+        return await respond_via(self.forward, self._delivery, request, path, body, tracker)
+
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": "known", "object": "model", "owned_by": "test"}]
 

@@ -1,7 +1,10 @@
 """Request body validation: every message names the field and says what to fix.
 
 Only the fields server_core relies on (or that would make an upstream fail in an
-unhelpful way) are checked; unknown fields pass through to the upstream.
+unhelpful way) are checked; unknown fields pass through to the upstream, and so do
+values llama-server judges itself (an embeddings ``input`` of token ids, say): its own
+4xx reaches the client with its status and type. ``model`` may be omitted: the router
+then uses the default model, or answers ``missing_model()`` when there is none.
 
 Parsing is bounded before it starts. Python's parser costs about 60 bytes and a
 microsecond per JSON value, so a body of ``[],[],...`` at the 10 MiB cap used to take
@@ -23,10 +26,12 @@ from server_core.errors import BadRequest
 
 __all__ = [
     "MAX_JSON_VALUES",
+    "missing_model",
     "parse_json_body",
     "validate_chat",
     "validate_completion",
     "validate_embeddings",
+    "validate_native",
 ]
 
 # Arrays, objects, keys, strings, numbers and literals in one body. A long conversation
@@ -136,10 +141,19 @@ def _bad(param: str, message: str) -> BadRequest:
     return BadRequest(message, param=param, code="invalid_value")
 
 
-def _require_model(body: dict[str, Any]) -> None:
+def missing_model() -> BadRequest:
+    """The 400 for a request that names no model when no default model is configured."""
+    return BadRequest(
+        "Missing required parameter: 'model' (this server has no default model).",
+        param="model",
+        code="missing",
+    )
+
+
+def _optional_model(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing")
+        return  # the default model, if there is one (router_state decides)
     if not isinstance(model, str) or not model.strip():
         raise _bad("model", f"'model' must be a non-empty string, got {_type_name(model)}.")
 
@@ -172,7 +186,7 @@ def _optional_number(body: dict[str, Any], name: str, lo: float, hi: float) -> N
 
 
 def _common(body: dict[str, Any]) -> None:
-    _require_model(body)
+    _optional_model(body)
     _optional_bool(body, "stream")
     _optional_int(body, "max_tokens", 1)
     _optional_int(body, "max_completion_tokens", 1)
@@ -234,11 +248,14 @@ def validate_completion(body: dict[str, Any]) -> None:
 
 
 def validate_embeddings(body: dict[str, Any]) -> None:
-    _require_model(body)
-    value = body.get("input")
-    if value is None:
+    """``model`` and that there is something to embed; its form is llama-server's to judge
+    (strings, token ids, arrays of either, multimodal objects, or its own ``content``)."""
+    _optional_model(body)
+    if body.get("input") is None and body.get("content") is None:
         raise BadRequest("Missing required parameter: 'input'.", param="input", code="missing")
-    if not isinstance(value, str | list):
-        raise _bad("input", f"'input' must be a string or an array, got {_type_name(value)}.")
-    if isinstance(value, list) and not value:
-        raise _bad("input", "'input' must not be empty.")
+
+
+def validate_native(body: dict[str, Any]) -> None:
+    """A llama-server native route: only what server_core decides on (model, stream)."""
+    _optional_model(body)
+    _optional_bool(body, "stream")

@@ -27,12 +27,19 @@ log = Logger()
 
 
 def read_aliases(
-    reader: ConfigReader, top: NodeMap, llama: LlamaSettings, created: int | None
+    reader: ConfigReader,
+    top: NodeMap,
+    llama: LlamaSettings,
+    created: int | None,
+    default_model: tuple[str, int | None] | None = None,
 ) -> DefaultAliasStore:
-    """Every alias the top-level mapping ``top`` defines, checked against ``llama``."""
+    """Every alias the top-level mapping ``top`` defines, checked against ``llama``.
+
+    ``default_model``: ``server.default_model`` and its line, which must name a model.
+    """
     names = _Names(reader)
     user = [
-        _user_alias(reader, m, name, llama)
+        _user_alias(reader, m, name, llama, names)
         for m, name in _entries(reader, top.value_node("aliases"), "aliases", ALIAS_KEYS, names)
     ]
     external = [
@@ -50,7 +57,21 @@ def read_aliases(
                 "model file alias {name!r} hides the external alias of the same name",
                 name=alias.name,
             )
-    return DefaultAliasStore(user=user, model=model, external=external, apis=apis, created=created)
+    store = DefaultAliasStore(user=user, model=model, external=external, apis=apis, created=created)
+    if default_model is None:
+        return store
+    default, line = default_model
+    if default not in store:
+        known = [entry["id"] for entry in store.list_models()]
+        reader.fail(f"server.default_model: no model '{default}'{suggest(default, known)}", line)
+    return DefaultAliasStore(
+        user=user,
+        model=model,
+        external=external,
+        apis=apis,
+        created=store.created,
+        default_model=default,
+    )
 
 
 class _Names:
@@ -93,7 +114,9 @@ def _entries(
         yield m, name
 
 
-def _user_alias(reader: ConfigReader, m: NodeMap, name: str, llama: LlamaSettings) -> LocalAlias:
+def _user_alias(
+    reader: ConfigReader, m: NodeMap, name: str, llama: LlamaSettings, names: _Names
+) -> LocalAlias:
     """An ``aliases`` entry: a model file served by a managed llama-server."""
     model_path = m.require("model", reader.path)
     if not os.path.isfile(model_path):
@@ -113,7 +136,21 @@ def _user_alias(reader: ConfigReader, m: NodeMap, name: str, llama: LlamaSetting
         ttl=m.get("ttl", reader.opt_ttl, None),
         exec_variant=variant,
         priority=m.get("priority", reader.integer, 0),
+        names=_extra_names(reader, m, names),
     )
+
+
+def _extra_names(reader: ConfigReader, m: NodeMap, names: _Names) -> tuple[str, ...]:
+    """An alias's ``names``: more names for the same process, each claimed like an alias."""
+    node = m.value_node("names")
+    if node is None:
+        return ()
+    extra: tuple[str, ...] = m.get("names", reader.string_list, ())
+    items = reader.sequence(node, f"{m.path}.names")
+    for j, (value, item) in enumerate(zip(extra, items, strict=True)):
+        reader.alias_name(item, f"{m.path}.names[{j}]")
+        names.claim(value, item, f"{m.path}.names[{j}]")
+    return extra
 
 
 def _external_target(reader: ConfigReader, m: NodeMap, name: str) -> RemoteTarget:

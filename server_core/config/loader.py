@@ -103,7 +103,11 @@ def _read(reader: ConfigReader, text: str, *, created: int | None, source: str |
     top = reader.mapping(root, "", TOP_KEYS)
     server = _server_settings(reader, top.value_node("server"))
     llama = _llama_settings(reader, top.value_node("llama_server"))
-    store = read_aliases(reader, top, llama, created)
+    default = None
+    if server.default_model is not None:
+        smap = reader.mapping(top.value_node("server"), "server", SERVER_KEYS)
+        default = (server.default_model, smap.line("default_model"))
+    store = read_aliases(reader, top, llama, created, default)
     return Config(server=server, llama=llama, aliases=store, source=source)
 
 
@@ -131,6 +135,7 @@ def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
         allow_unauthenticated=m.get(
             "allow_unauthenticated", reader.boolean, d.allow_unauthenticated
         ),
+        default_model=m.get("default_model", reader.opt_string, d.default_model),
         upstream=_upstream_settings(reader, upstream),
     )
 

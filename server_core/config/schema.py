@@ -5,13 +5,13 @@ Every section is optional::
     server: {listen, api_keys | api_keys_env, max_body_bytes, keepalive_interval,
              drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout,
                                       max_header_bytes, max_headers},
-             allowed_hosts, cors_origins, allow_unauthenticated}
+             allowed_hosts, cors_origins, allow_unauthenticated, default_model}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
                    max_concurrent_per_alias, max_wait, min_resident}
     model_dirs: [DIR, ...]
-    aliases:  [{alias, model, request_params, context_params, ttl, variant, priority}]
+    aliases:  [{alias, model, request_params, context_params, ttl, variant, priority, names}]
     external: [{alias, url, model, api_key_env, api_key_optional, request_params}]
     apis:     [{name, base_url, api_key_env, api_key_optional, models, prefix,
                 forward_all_with_prefix, request_params}]
@@ -54,6 +54,7 @@ SERVER_KEYS = (
     "allowed_hosts",
     "cors_origins",
     "allow_unauthenticated",
+    "default_model",
 )
 UPSTREAM_KEYS = (
     "connect_timeout",
@@ -80,7 +81,16 @@ LLAMA_KEYS = (
     "min_resident",
 )
 VARIANT_KEYS = ("executable", "args")
-ALIAS_KEYS = ("alias", "model", "request_params", "context_params", "ttl", "variant", "priority")
+ALIAS_KEYS = (
+    "alias",
+    "model",
+    "request_params",
+    "context_params",
+    "ttl",
+    "variant",
+    "priority",
+    "names",
+)
 EXTERNAL_KEYS = ("alias", "url", "model", "api_key_env", "api_key_optional", "request_params")
 API_KEYS = (
     "name",

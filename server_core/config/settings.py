@@ -58,6 +58,9 @@ class ServerSettings:
     """Web origins (``scheme://host[:port]``) whose pages may call the API; none by default."""
     allow_unauthenticated: bool = False
     """Serve a non-loopback address without API keys (refused otherwise)."""
+    default_model: str | None = None
+    """The model that serves requests naming none; None = the only alias, if there is
+    exactly one, else such a request is a 400."""
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
 

@@ -5,11 +5,16 @@ whole frame and a stream can always be ended honestly. On upstream loss before
 ``[DONE]`` (reset, clean close, stall, malformed framing) the client gets exactly
 one ``data: {"error": ...}`` event and the connection closes without ``[DONE]``.
 A slow client pauses the upstream socket; a client that leaves aborts it at once.
+
+Streams that end without ``[DONE]`` (llama-server's native ``/completion``: the event
+with ``"stop": true``) pass an ``ends`` predicate: the event it accepts is relayed and
+is the complete ending; loss before it is the same one error event.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -81,8 +86,10 @@ class ForwardedSse:
         keepalive_interval: float | None = 15.0,
         idle_timeout: float | None = 300.0,
         model_name: str | None = None,
+        ends: Callable[[object], bool] | None = None,
     ) -> None:
         self._response = response
+        self._ends = ends
         self._model_name = model_name
         self._clock = clock
         self._upstream_name = upstream_name
@@ -181,6 +188,10 @@ class ForwardedSse:
                 data_str = self._same_model(payload, data_str)
             self._out.send(encode_event(data_str, event=item.event, id=item.id))
             self.events_relayed += 1
+            if self._ends is not None and self._ends(payload):
+                self._out.end_done(marker=False)  # that event was the stream's own ending
+                self._drain_upstream()
+                return
 
     def _same_created(self, payload: dict[str, Any], data_str: str) -> str:
         """One ``created`` per stream, as OpenAI's streams have.

@@ -8,7 +8,7 @@ least of all inside a stream. Nothing here reads an upstream body or touches a p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from klein import Klein
@@ -27,15 +27,28 @@ from server_core.validation import (
     validate_chat,
     validate_completion,
     validate_embeddings,
+    validate_native,
 )
 from server_core.web.admin_routes import AdminRoutes
 from server_core.web.auth import ApiKeyCheck
 from server_core.web.drain import InFlight, shutting_down
+from server_core.web.native_routes import NATIVE_GET, NATIVE_POST, query_model
 from server_core.web.responses import JSON, send_error, send_json, write_error
 
 __all__ = ["OpenAIRoutes"]
 
 Validator = Callable[[dict[str, Any]], None]
+Handler = Callable[[Any, Request], Awaitable[bytes | None]]
+
+
+def _native(path: str, method: str) -> Handler:
+    """The handler of one native llama-server route (``web.native_routes``)."""
+
+    async def native(self: OpenAIRoutes, request: Request) -> bytes | None:
+        return await self._proxy(request, path, validate_native, native=method)
+
+    native.__name__ = native.__qualname__ = f"native {method} {path}"
+    return native
 
 
 class OpenAIRoutes:
@@ -94,6 +107,7 @@ class OpenAIRoutes:
         return b'{"status":"ok"}'
 
     @app.route("/v1/models", methods=["GET"])
+    @app.route("/models", methods=["GET"])
     def models(self, request: Request) -> bytes | None:
         try:
             self._check_auth(request)
@@ -114,6 +128,7 @@ class OpenAIRoutes:
         return send_json(request, entry)
 
     @app.route("/v1/chat/completions", methods=["POST"])
+    @app.route("/chat/completions", methods=["POST"])
     async def chat_completions(self, request: Request) -> bytes | None:
         return await self._proxy(request, "/chat/completions", validate_chat)
 
@@ -124,6 +139,13 @@ class OpenAIRoutes:
     @app.route("/v1/embeddings", methods=["POST"])
     async def embeddings(self, request: Request) -> bytes | None:
         return await self._proxy(request, "/embeddings", validate_embeddings)
+
+    # llama-server's own routes, and its un-prefixed /completions and /embeddings.
+    for _path in NATIVE_POST:
+        app.route(_path, methods=["POST"], endpoint=f"native POST {_path}")(_native(_path, "POST"))
+    for _path in NATIVE_GET:
+        app.route(_path, methods=["GET"], endpoint=f"native GET {_path}")(_native(_path, "GET"))
+    del _path
 
     @app.route("/running", methods=["GET"])
     def running(self, request: Request) -> bytes | None:
@@ -139,7 +161,10 @@ class OpenAIRoutes:
 
     # -- the proxied routes --------------------------------------------------------
 
-    async def _proxy(self, request: Request, endpoint: str, validate: Validator) -> bytes | None:
+    async def _proxy(
+        self, request: Request, endpoint: str, validate: Validator, *, native: str | None = None
+    ) -> bytes | None:
+        """Validate, then delegate; ``native`` is the method of a llama-server native route."""
         if self.in_flight.closing:
             # Keep-alive connections may still send requests during the drain.
             request.setHeader(b"connection", b"close")
@@ -147,10 +172,17 @@ class OpenAIRoutes:
         self.in_flight.enter()
         try:
             self._check_auth(request)
-            assert request.content is not None
-            body = parse_json_body(request.content.read())
+            if native == "GET":
+                body = query_model(request)
+            else:
+                assert request.content is not None
+                body = parse_json_body(request.content.read())
             validate(body)
-            return await self._router.respond(request, endpoint, body, self.in_flight)
+            if native is None:
+                return await self._router.respond(request, endpoint, body, self.in_flight)
+            return await self._router.respond_native(
+                request, endpoint, body, self.in_flight, method=native
+            )
         except defer.CancelledError:
             if self.in_flight.closing and not request_disconnected(request):
                 return write_error(request, shutting_down())  # drain timeout, not the client

@@ -52,7 +52,9 @@ OK_BODY = {"model": "known", "messages": [{"role": "user", "content": "hi"}]}
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": []}, "model"),
+        # A missing model is not a validation error any more (the default model may serve
+        # it); without a default it is still a 400 naming 'model', from the router.
+        ({"messages": OK_BODY["messages"]}, "model"),
         ({"model": 3, "messages": []}, "model"),
         ({"model": "known"}, "messages"),
         ({"model": "known", "messages": "hi"}, "messages"),
@@ -106,7 +108,8 @@ def test_completions_and_embeddings_validation() -> None:
     stub, _ = make()
     status, payload = call(stub, "POST", "/v1/completions", {"model": "known"})
     assert status == 400 and assert_openai_error(payload)["param"] == "prompt"
-    status, payload = call(stub, "POST", "/v1/embeddings", {"model": "known", "input": 5})
+    # The form of 'input' is llama-server's to judge (issue 11); a missing one is ours.
+    status, payload = call(stub, "POST", "/v1/embeddings", {"model": "known"})
     assert status == 400 and assert_openai_error(payload)["param"] == "input"
 
 
