@@ -68,9 +68,7 @@ async def test_native_text_routes() -> None:
         status, raw = await call("POST", s.url + "/tokenize", {"model": "fake", "content": "hi"})
         tokens = json.loads(raw)["tokens"]
         assert status == 200 and tokens
-        status, raw = await call(
-            "POST", s.url + "/detokenize", {"model": "fake", "tokens": tokens}
-        )
+        status, raw = await call("POST", s.url + "/detokenize", {"model": "fake", "tokens": tokens})
         assert status == 200 and "content" in json.loads(raw)
         messages = [{"role": "user", "content": "hi"}]
         status, raw = await call(
