@@ -64,6 +64,12 @@ class IRouterState(Interface):
         the request's query string is passed on.
         """
 
+    def respond_raw(
+        request: Request, model: str, path: str, body: bytes | None, tracker: ReplyTracker
+    ) -> Awaitable[None]:
+        """Pass ``request`` (method, body, query) through to ``path`` of ``model``'s server
+        and relay the answer as it is, streamed, holding a lease until it has ended."""
+
     def forward(
         endpoint: str, body: dict[str, Any], headers: Headers | None
     ) -> Awaitable[UpstreamReply]:

@@ -10,20 +10,32 @@ that reads upstream bodies. Each of the three honest endings is decided here:
 - an event stream is relayed by ``ForwardedSse``, which ends it exactly once.
 
 Replies carry the model name the client asked for, whatever the upstream calls it.
+
+The ``/upstream/{alias}/...`` pass-through is the exception that proves the rule: its
+reply is relayed raw (status, headers, body bytes as they arrive, paced by the client),
+and an upstream lost mid-body aborts the client's connection, so a chunked body is never
+completed by us after the upstream failed to.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol as BodyProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
+from server_core._twisted_compat import abort_body_transport
 from server_core.errors import UpstreamError, internal_error, normalize_upstream_error
 from server_core.sse import ForwardedSse
 from server_core.upstream import BodyIncomplete, read_complete_body
+from server_core.upstream.headers import HOP_BY_HOP
 
 __all__ = ["ReplyDelivery", "ReplyTracker"]
 
@@ -121,7 +133,87 @@ class ReplyDelivery:
                 raw = json.dumps(document, ensure_ascii=False).encode("utf-8")
         return raw
 
+    async def deliver_raw(
+        self, request: Request, response: IResponse, tracker: ReplyTracker
+    ) -> None:
+        """Relay ``response`` as it is (see module doc); returns once it has ended."""
+        request.setResponseCode(response.code, response.phrase)
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in HOP_BY_HOP and name.lower() != b"server":
+                request.responseHeaders.setRawHeaders(name, list(values))
+        relay = _RawBody(request, self._clock, self._idle_timeout)
+        response.deliverBody(relay)
+        await tracker.waiting(relay.done)
+
     def _read(self, response: Any, limit: int) -> defer.Deferred[bytes]:
         return read_complete_body(
             response, limit=limit, idle_timeout=self._idle_timeout, clock=self._clock
         )
+
+
+class _RawBody(BodyProtocol):
+    """Copies one upstream body to the client, paced by the client's transport.
+
+    The upstream transport is the client's producer (a slow client pauses the upstream
+    socket); a client that leaves, a cancel (drain) or ``idle_timeout`` of silence aborts
+    the upstream; an upstream lost mid-body aborts the client. ``done`` fires at the end.
+    """
+
+    def __init__(self, request: Request, clock: IReactorTime, idle_timeout: float | None):
+        self._request = request
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
+        self._over = False
+        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self._abort_both())
+        request.notifyFinish().addErrback(lambda _: self._abort_upstream())
+
+    def connectionMade(self) -> None:
+        self._request.registerProducer(cast(IPushProducer, self.transport), True)
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._over:
+            self._request.write(data)
+            self._arm()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        if self._over:
+            return
+        self._end()
+        self._request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._request.finish()
+        else:
+            self._abort_client()
+        self.done.callback(None)
+
+    def _abort_client(self) -> None:
+        # No honest ending is left for a raw body cut short: the client must see the cut.
+        abort = getattr(self._request.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    def _arm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self._idle_timeout:
+            self._idle = self._clock.callLater(self._idle_timeout, self._abort_both)
+
+    def _end(self) -> None:
+        self._over = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _abort_upstream(self) -> None:
+        if not self._over:
+            self._end()
+            abort_body_transport(self.transport)
+            if not self.done.called:
+                self.done.callback(None)
+
+    def _abort_both(self) -> None:
+        if not self._over:
+            self._abort_upstream()
+            self._abort_client()

@@ -147,6 +147,56 @@ class DefaultRouterState:
             forward, self._delivery_or_fail(), request, path, self.with_model(body), tracker
         )
 
+    async def respond_raw(
+        self, request: Request, model: str, path: str, body: bytes | None, tracker: ReplyTracker
+    ) -> None:
+        """Pass ``request`` through to ``path`` of ``model``'s server as it is, holding a
+        lease on a managed one until the response has been relayed."""
+        delivery = self._delivery_or_fail()
+        target = self._aliases.resolve(model)
+        query = _query_suffix(_query(request))
+        method = request.method.decode("ascii")
+        if isinstance(target, RemoteTarget):
+            if target.kind == "api":
+                raise BadRequest(
+                    f"'{model}' is a remote API; /upstream/ reaches llama-server models only.",
+                    param="model",
+                    code="unsupported_route",
+                )
+            url = f"{target.base_url.removesuffix('/v1')}/{path}{query}"
+            response = await tracker.waiting(
+                defer.ensureDeferred(self._raw(method, url, body, request, target.name))
+            )
+            await delivery.deliver_raw(request, response, tracker)
+            return
+        lease = await tracker.waiting(self._lease(target))
+        try:
+            url = f"{lease.base_url}/{path}{query}"
+            response = await tracker.waiting(
+                defer.ensureDeferred(self._raw(method, url, body, request, target.name))
+            )
+            await delivery.deliver_raw(request, response, tracker)
+        finally:
+            lease.release()
+
+    def _raw(self, method: str, url: str, body: bytes | None, request: Request, name: str) -> Any:
+        return self._client.send_raw(
+            method,
+            url,
+            body,
+            client_headers=request.requestHeaders,
+            upstream_name=f"model '{name}'",
+        )
+
+    def _lease(self, target: LocalAlias) -> defer.Deferred[Any]:
+        if self._context is None:
+            raise ContextError(
+                f"The model '{target.name}' runs on a managed llama-server, and this server "
+                "has no llama-server executable configured (llama_server.executable)."
+            )
+        lease: defer.Deferred[Any] = self._context.acquire(target)
+        return lease
+
     def with_model(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body``, naming the default model when it names none (or unchanged)."""
         if body.get("model") is not None:
@@ -190,12 +240,7 @@ class DefaultRouterState:
             response = await self._send(url, outgoing, headers, name, native, target)
             return UpstreamReply(response, name, model_name=wanted, ends=ends)
         assert isinstance(target, LocalAlias)
-        if self._context is None:
-            raise ContextError(
-                f"The model '{target.name}' runs on a managed llama-server, and this server "
-                "has no llama-server executable configured (llama_server.executable)."
-            )
-        lease: Any = await self._context.acquire(target)
+        lease: Any = await self._lease(target)
         if endpoint == "/chat/completions" and native is None and lease.chat_template_error:
             lease.release()
             raise ChatTemplateBroken(target.name)

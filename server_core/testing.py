@@ -128,6 +128,11 @@ class StubRouter:
     ) -> bytes | None:
         return await respond_via(self.forward, self._delivery, request, path, body, tracker)
 
+    async def respond_raw(
+        self, request: Request, model: str, path: str, body: bytes | None, tracker: ReplyTracker
+    ) -> None:
+        raise AliasNotFound(model)
+
     def list_models(self) -> list[dict[str, Any]]:
         return [{"id": "known", "object": "model", "owned_by": "test"}]
 

@@ -145,6 +145,26 @@ class UpstreamClient:
         headers = _with_api_key(Headers({b"accept": [b"application/json"]}), api_key)
         return await self._request("GET", url, headers, None, upstream_name)
 
+    async def send_raw(
+        self,
+        method: str,
+        url: str,
+        payload: bytes | None,
+        *,
+        client_headers: Headers | None,
+        upstream_name: str,
+    ) -> IResponse:
+        """Any method with the client's own body (``/upstream/{alias}/...`` pass-through).
+
+        Only a managed or external llama-server gets it (no operator key travels); the
+        client's ``content-type`` goes with its body, other headers by the allowlist.
+        """
+        headers = forwardable_headers(client_headers)
+        content_type = client_headers.getRawHeaders(b"content-type") if client_headers else None
+        if content_type:
+            headers.setRawHeaders(b"content-type", content_type)
+        return await self._request(method, url, headers, payload, upstream_name)
+
     def close(self) -> defer.Deferred[None]:
         """Close the pooled keep-alive connections (shutdown)."""
         return self._pool.closeCachedConnections()

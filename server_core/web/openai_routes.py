@@ -41,6 +41,13 @@ Validator = Callable[[dict[str, Any]], None]
 Handler = Callable[[Any, Request], Awaitable[bytes | None]]
 
 
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _no_validation(body: dict[str, Any]) -> None:
+    """``/upstream/``: the body is the upstream's business, passed on unread."""
+
+
 def _native(path: str, method: str) -> Handler:
     """The handler of one native llama-server route (``web.native_routes``)."""
 
@@ -147,6 +154,11 @@ class OpenAIRoutes:
         app.route(_path, methods=["GET"], endpoint=f"native GET {_path}")(_native(_path, "GET"))
     del _path
 
+    @app.route("/upstream/<string:model>/<path:path>", methods=_ANY_METHOD)
+    async def upstream(self, request: Request, model: str, path: str) -> bytes | None:
+        """Raw pass-through to one alias's llama-server (behind the API key)."""
+        return await self._proxy(request, path, _no_validation, raw=model)
+
     @app.route("/running", methods=["GET"])
     def running(self, request: Request) -> bytes | None:
         return self._admin.running(request)
@@ -162,9 +174,16 @@ class OpenAIRoutes:
     # -- the proxied routes --------------------------------------------------------
 
     async def _proxy(
-        self, request: Request, endpoint: str, validate: Validator, *, native: str | None = None
+        self,
+        request: Request,
+        endpoint: str,
+        validate: Validator,
+        *,
+        native: str | None = None,
+        raw: str | None = None,
     ) -> bytes | None:
-        """Validate, then delegate; ``native`` is the method of a llama-server native route."""
+        """Validate, then delegate; ``native`` is the method of a llama-server native route,
+        ``raw`` the model of an ``/upstream/`` pass-through."""
         if self.in_flight.closing:
             # Keep-alive connections may still send requests during the drain.
             request.setHeader(b"connection", b"close")
@@ -172,10 +191,16 @@ class OpenAIRoutes:
         self.in_flight.enter()
         try:
             self._check_auth(request)
+            assert request.content is not None
+            if raw is not None:
+                payload = request.content.read()
+                await self._router.respond_raw(
+                    request, raw, endpoint, payload or None, self.in_flight
+                )
+                return None
             if native == "GET":
                 body = query_model(request)
             else:
-                assert request.content is not None
                 body = parse_json_body(request.content.read())
             validate(body)
             if native is None:

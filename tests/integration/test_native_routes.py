@@ -130,3 +130,22 @@ async def test_upstream_4xx_keeps_status_and_type() -> None:
         status, raw = await call("POST", s.url + "/apply-template", body)
         assert 400 <= status < 500, raw
         assert json.loads(raw)["error"]["type"] == "invalid_request_error"
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_pass_through_any_method_behind_the_key() -> None:
+    async with stack(server_yaml="  api_keys: [secret]") as s:
+        key = {"authorization": "Bearer secret"}
+        status, raw = await call("GET", s.url + "/upstream/fake/props")
+        assert status == 401, raw
+        status, raw = await call("GET", s.url + "/upstream/fake/props?x=1", headers=key)
+        assert status == 200 and "default_generation_settings" in json.loads(raw)
+        body = {"prompt": "hello", "n_predict": 4, "stream": True}
+        status, raw = await call("POST", s.url + "/upstream/fake/completion", body, headers=key)
+        got = events(raw)
+        assert status == 200 and got[-1]["stop"] is True  # relayed byte for byte
+        # The upstream's own answers pass as they are, 404s included.
+        status, raw = await call("POST", s.url + "/upstream/fake/nope", {}, headers=key)
+        assert status == 404, raw
+        status, raw = await call("GET", s.url + "/upstream/nomodel/props", headers=key)
+        assert status == 404 and json.loads(raw)["error"]["code"] == "model_not_found"

@@ -10,6 +10,8 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 from server_core.aliases import DefaultAliasStore, LocalAlias
 from server_core.reply import ReplyDelivery
@@ -211,3 +213,31 @@ def test_native_stream_flag_is_validated() -> None:
     stack = Stack()
     status, raw = stack.call("POST", "/completion", {"model": "one", "stream": "yes"})
     assert status == 400 and json.loads(raw)["error"]["param"] == "stream"
+
+
+class HeldResponse(CannedResponse):
+    """A response whose body arrives when the test says so."""
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(None)
+        protocol.dataReceived(b"part one ")
+
+
+def test_upstream_pass_through_holds_the_lease_while_the_body_streams() -> None:
+    held = HeldResponse(200, b"", b"text/plain")
+    stack = Stack(held)
+    d = stack.stub.request("PUT", "http://server/upstream/one/a/b?c=1", data=b"raw body")
+    stack.stub.flush()
+    method, uri, _, sent_body = stack.agent.sent[-1]
+    assert (method, uri, sent_body) == (b"PUT", f"{BASE}/a/b?c=1".encode(), b"raw body")
+    (lease,) = stack.context.leases
+    assert lease.released == 0  # headers and a first part are out; the body goes on
+    held.protocol.dataReceived(b"part two")
+    held.protocol.connectionLost(Failure(ResponseDone()))
+    stack.stub.flush()
+    response = d.result
+    content = response.content()
+    stack.stub.flush()
+    assert (response.code, content.result) == (200, b"part one part two")
+    assert lease.released == 1
