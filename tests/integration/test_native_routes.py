@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from twisted.web.client import ResponseFailed
 
 from harness.fake_llama.server import FakeConfig
 from tests.integration.stack import reactor, stack
@@ -149,3 +150,18 @@ async def test_upstream_pass_through_any_method_behind_the_key() -> None:
         assert status == 404, raw
         status, raw = await call("GET", s.url + "/upstream/nomodel/props", headers=key)
         assert status == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_pass_through_cut_short_is_cut_short_for_the_client() -> None:
+    async with stack() as s:
+        body = {"prompt": "hello", "n_predict": 12, "stream": True}
+        response = await treq.post(
+            s.url + "/upstream/fake/completion",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json", "X-Fault": "reset_after=2"},
+            reactor=reactor,
+        )
+        assert response.code == 200
+        with pytest.raises(ResponseFailed):  # never a body that ends cleanly
+            await response.content()
