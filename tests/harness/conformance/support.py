@@ -45,8 +45,8 @@ REPO = Path(__file__).resolve().parents[3]
 FAKE_FAILS = {
     # llama-server has no GET /v1/models/{id} route: 404 "File Not Found".
     "models.retrieve",
-    # llama-server serves its one model whatever "model" says (or when it is missing).
-    "errors.missing_model",
+    # llama-server serves its one model whatever "model" says. (When it is missing, it
+    # serves it too, which errors.missing_model accepts since issue 11: a default model.)
     "errors.unknown_model",
     # llama-server accepts an empty conversation and generates from the empty prompt.
     "errors.empty_messages",
