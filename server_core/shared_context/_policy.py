@@ -13,7 +13,7 @@ from server_core.shared_context._slot import Slot
 from server_core.shared_context._waiters import Waiter, WaitQueue
 from server_core.shared_context.limits import ContextLimits
 
-__all__ = ["eviction_candidate", "in_turn", "urgent"]
+__all__ = ["eviction_candidate", "in_batch", "in_turn", "urgent"]
 
 
 def in_turn(queue: WaitQueue, now: float, limits: ContextLimits) -> list[Waiter]:
@@ -34,6 +34,11 @@ def urgent(waiter: Waiter, slots: Iterable[Slot], now: float, limits: ContextLim
     if now - waiter.enqueued_at >= limits.max_wait:
         return True
     return all(waiter.alias.priority > s.alias.priority for s in wanted)
+
+
+def in_batch(waiter: Waiter, slot: Slot) -> bool:
+    """Did ``waiter`` wait for ``slot``'s start (arrive before it was ready)?"""
+    return slot.ready_at is not None and waiter.enqueued_at <= slot.ready_at
 
 
 def eviction_candidate(

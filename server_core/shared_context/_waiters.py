@@ -54,7 +54,7 @@ class WaitQueue:
         *,
         timeout: float,
         timed_out: Callable[[Waiter], None],
-        cancelled: Callable[[], None],
+        cancelled: Callable[[], object],
     ) -> Waiter:
         """Queue a request; ``timed_out(waiter)`` runs after ``timeout`` s (if > 0).
 

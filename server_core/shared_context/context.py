@@ -11,10 +11,12 @@ response has ended. Leases decide everything else:
   seconds, so requests for a loaded model are served before a swap, even those that
   arrived after a request for another model: that one waits until no request for the
   loaded model waits, or until it has waited ``max_wait``, whichever comes first. From
-  then on it is *due*, and due requests are served in arrival order, exactly as when
-  every request is due at once (``max_wait: 0``): requests that arrived before a due
-  swap are served, later ones queue behind it, so the loaded model's streams end, the
-  swap happens, and nobody waits much longer than ``max_wait`` plus one start.
+  then on it is *due*: requests that arrived before a due swap are served, later ones
+  queue behind it, so the loaded model's streams end and the swap happens; the head of
+  the queue waits at most ``max_wait`` plus the streams in flight and one swap. A
+  model swapped in first serves its *batch*, every request that waited for its start,
+  so one start serves them all. ``max_wait: 0`` makes every request due at once and
+  serves no batches: that is plain arrival order, a swap per change of model.
 
 Two knobs bend this, both off by default: ``min_resident`` keeps a just-loaded model
 from being swapped out for a due request before it has served that long (fewer starts,
@@ -47,7 +49,7 @@ from zope.interface import implementer
 from server_core.aliases import LocalAlias
 from server_core.errors import ContextError, ServerCoreError, internal_error
 from server_core.interfaces import ILease, IServerProcess, ISharedContext, IStateListener
-from server_core.shared_context._policy import eviction_candidate, in_turn, urgent
+from server_core.shared_context._policy import eviction_candidate, in_batch, in_turn, urgent
 from server_core.shared_context._slot import Slot
 from server_core.shared_context._stats import WaitStats, queued_row, slot_row
 from server_core.shared_context._waiters import Waiter, WaitQueue
@@ -112,7 +114,7 @@ class DefaultSharedContext:
             alias,
             timeout=self._limits.queue_timeout,
             timed_out=self._waiter_timed_out,
-            cancelled=self._pump_soon,
+            cancelled=lambda: self._clock.callLater(0, self._pump),
         )
         self._pump()
         return cast("defer.Deferred[ILease]", waiter.deferred)  # Deferred is invariant
@@ -185,16 +187,19 @@ class DefaultSharedContext:
         if self._closing:
             return
         now = self._clock.seconds()
+        behind = False  # behind a due swap
         for waiter in in_turn(self._queue, now, self._limits):
             if waiter.deferred.called:
                 continue
             name = waiter.alias.name
             slot = self._slots.get(name)
-            if slot is not None and slot.grantable:
+            # Behind a due swap only a loaded model's batch is still served: the requests
+            # that waited for its start, so each swap serves all who waited for it.
+            if slot is not None and slot.grantable and (not behind or in_batch(waiter, slot)):
                 self._queue.remove(waiter)
                 waiter.deferred.callback(self._grant(slot, waiter.enqueued_at))
                 continue
-            if slot is not None:
+            if slot is not None or behind:
                 # Starting or probing: join that start. Stopping or draining: wait for it
                 # to end, without holding up requests for other models that have room.
                 continue
@@ -207,14 +212,12 @@ class DefaultSharedContext:
                 self._swap(name, unwanted_only=True)
                 continue
             self._swap(name, unwanted_only=False)
-            # Everyone behind a due swap queues behind it (no starvation).
-            break
-        # No timer wakes the pump when a waiter becomes due: that changes what the pump
-        # does only when the loaded model has no lease, and then nobody waits for it (its
-        # requests would have been granted), so it is evicted anyway.
-
-    def _pump_soon(self) -> None:
-        self._clock.callLater(0, self._pump)
+            # Everyone behind a due swap queues behind it (no starvation), but batches.
+            if self._limits.max_wait <= 0:
+                break
+            behind = True
+        # No timer for a waiter becoming due: that matters only while the loaded model
+        # has leases (an idle one nobody waits for is evicted anyway), and each end pumps.
 
     def _swap(self, name: str, *, unwanted_only: bool) -> None:
         """Stop an idle server to make room for ``name``, if there is one to stop."""

@@ -89,12 +89,31 @@ def test_min_resident_keeps_a_just_loaded_model_serving_past_max_wait() -> None:
 
 def test_a_higher_priority_alias_is_swapped_in_first_and_without_waiting_max_wait() -> None:
     ctx, clock, lease_a = _loaded_a(max_wait=30)
+    clock.advance(1)
     d_c = ctx.acquire(alias("c"))
     d_b = ctx.acquire(alias("b", priority=1))  # arrived after 'c', but ranks higher
     assert not ctx.acquire(alias("a")).called  # 'b' outranks 'a': no more batching
     lease_a.release()
     clock.pump([STOP_TIME, START_TIME])
     assert result_of(d_b).alias == "b" and not d_c.called
+
+
+def test_a_model_swapped_in_serves_its_whole_batch_before_the_next_due_swap() -> None:
+    ctx, clock, lease_a = _loaded_a(max_wait=5)
+    clock.advance(1)
+    d_b1 = ctx.acquire(alias("b"))
+    clock.advance(1)
+    d_c = ctx.acquire(alias("c"))
+    clock.advance(1)
+    d_b2 = ctx.acquire(alias("b"))  # after 'c', but waiting for the same start as b1
+    clock.advance(10)  # all three are due now
+    lease_a.release()
+    clock.pump([STOP_TIME, START_TIME])
+    b1, b2 = results([d_b1, d_b2])
+    assert b1.alias == b2.alias == "b" and not d_c.called
+    assert ctx.starts == 2  # type: ignore[attr-defined]
+    clock.advance(0.1)
+    assert not ctx.acquire(alias("b")).called  # not in the batch: behind the swap to 'c'
 
 
 def _slot(name: str, last_used: float) -> Slot:
