@@ -35,7 +35,8 @@ class AdminApi:
         """Stop one alias's server (or all), after the requests it serves have ended."""
         if alias is not None and alias not in self._known() and not self._process(alias):
             raise NotFound(f"No managed model is called '{alias}'.", param="alias")
-        before = {entry["alias"] for entry in self._context.running()}
+        # A "queued" row is a model requests wait for with no server: nothing to stop.
+        before = {e["alias"] for e in self._context.running() if e["state"] != "queued"}
         await self._context.stop(alias)
         stopped = sorted(before if alias is None else before & {alias})
         return {"unloaded": stopped}
