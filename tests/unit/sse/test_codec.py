@@ -107,9 +107,12 @@ _text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40
 )
 _single_line = _text.map(lambda s: s.replace("\r", "").replace("\n", ""))
+# Data with line breaks of every kind inside it, a lone CR included: plain text from
+# ``_text`` rarely draws one, and the encoder must turn each into a data line of its own.
+_data = st.lists(_text | st.sampled_from(["\r", "\n", "\r\n"]), max_size=6).map("".join)
 _events = st.builds(
     Event,
-    data=_text,
+    data=_data,
     event=st.none() | _single_line.filter(bool),
     id=st.none() | _single_line,
     retry=st.none() | st.integers(min_value=0, max_value=10**6),
@@ -188,3 +191,17 @@ def test_the_twisted_writers_load_on_first_use() -> None:
     )
     with pytest.raises(AttributeError):
         sse.NoSuchName  # noqa: B018
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
+def test_a_lone_cr_inside_data_round_trips_as_a_line_break(line_end: str) -> None:
+    frame = encode_event("a\rb\r\nc\nd\r", line_end=line_end)
+    assert (
+        frame
+        == line_end.join(["data: a", "data: b", "data: c", "data: d", "data: ", "", ""]).encode()
+    )
+    assert decode_all(frame) == [Event(data="a\nb\nc\nd\n")]
+
+
+def test_a_lone_cr_inside_a_comment_splits_it_into_lines() -> None:
+    assert encode_comment("a\rb") == b": a\n: b\n\n"
