@@ -215,11 +215,20 @@ class ForwardedSse:
         return rewritten
 
     def _same_model(self, payload: dict[str, Any], data_str: str) -> str:
-        """The model the client asked for, not the upstream's own name for it."""
+        """The model the client asked for, not the upstream's own name for it.
+
+        Like ``_same_created``: a plain string replacement of the compact ``"model":...``
+        member (it cannot occur inside a string value, whose quotes are escaped), a
+        re-encode only when the upstream spaced it differently.
+        """
         model = payload.get("model")
-        if self._model_name is None or model is None or model == self._model_name:
+        wanted = self._model_name
+        if wanted is None or model is None or model == wanted:
             return data_str
-        payload["model"] = self._model_name
+        payload["model"] = wanted
+        member = '"model":' + json.dumps(model, ensure_ascii=False)
+        if isinstance(model, str) and data_str.count(member) == 1:
+            return data_str.replace(member, '"model":' + json.dumps(wanted, ensure_ascii=False))
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     def _upstream_lost(self, reason: Failure) -> None:
