@@ -24,12 +24,12 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from harness.chaos.clean import first_unclean
 from harness.chaos.procfs import descendants
 from harness.chaos.records import Check
 from harness.chaos.server_child import spawn_server
 from harness.chaos.stack import SpawnedStack
 from harness.chaos.waiting import poll, wait_until_gone
-from harness.client import DONE, stream_request
 
 __all__ = ["ORPHAN_TIMEOUT", "kill_and_restart", "port_is_free"]
 
@@ -102,22 +102,8 @@ async def _serves(stack: SpawnedStack, reactor: Any) -> Check:
     aliases = [stack.settings.direct_aliases[0]]
     if stack.managed_alias:
         aliases.append(stack.managed_alias)
-    failed: list[str] = []
-    for alias in aliases:
-        body = {
-            "model": alias,
-            "messages": [{"role": "user", "content": "chaos restart"}],
-            "max_tokens": 4,
-            "stream": True,
-        }
-        r = await stream_request(
-            stack.url + "/v1/chat/completions",
-            body,
-            timeout=stack.settings.start_timeout + 10,
-            reactor=reactor,
-        )
-        if r.outcome != DONE:
-            failed.append(f"{alias}: {r.outcome} {r.summary()}")
+    problem = await first_unclean(stack, aliases, reactor, "chaos restart")
+    failed = [problem] if problem else []
     return Check(
         "kill_serves",
         not failed,

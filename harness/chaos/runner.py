@@ -20,6 +20,7 @@ from twisted.internet import defer
 
 from harness.chaos.actions import OnEvent, SideActions
 from harness.chaos.checks import after_run_checks, target_checks
+from harness.chaos.clean import first_unclean
 from harness.chaos.collateral import attribute_collateral
 from harness.chaos.draw import generate_plans
 from harness.chaos.judge import judge
@@ -29,7 +30,7 @@ from harness.chaos.plan import RequestPlan
 from harness.chaos.records import RequestRecord
 from harness.chaos.report import ChaosReport
 from harness.chaos.stack import Lane, SpawnedStack
-from harness.client import DONE, StreamResult, stream_request
+from harness.client import StreamResult, stream_request
 from harness.netfault import Toxic
 
 __all__ = ["CLIENT_GRACE", "run_chaos"]
@@ -129,22 +130,7 @@ async def _warmup(stack: SpawnedStack, reactor: Any) -> str | None:
     aliases = [*stack.settings.direct_aliases, *(lane.alias for lane in stack.lanes)]
     if stack.managed_alias:
         aliases.append(stack.managed_alias)
-    for alias in aliases:
-        body = {
-            "model": alias,
-            "messages": [{"role": "user", "content": "chaos warmup"}],
-            "max_tokens": 4,
-            "stream": True,
-        }
-        r = await stream_request(
-            stack.url + "/v1/chat/completions",
-            body,
-            timeout=stack.settings.start_timeout + 10,
-            reactor=reactor,
-        )
-        if r.outcome != DONE:
-            return f"{alias}: {r.outcome} {r.summary()}"
-    return None
+    return await first_unclean(stack, aliases, reactor, "chaos warmup")
 
 
 async def _run_and_attribute(
