@@ -13,6 +13,9 @@ from harness.conformance.checks import determinism as determinism
 from harness.conformance.checks import completions as completions
 from harness.conformance.checks import errors as errors
 from harness.conformance.checks import robustness as robustness
+from harness.conformance.checks import responses as responses
+from harness.conformance.checks import messages as messages
+from harness.conformance.checks import native as native
 
 # isort: on
 from harness.conformance.checks.assertions import (

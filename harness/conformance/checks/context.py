@@ -23,6 +23,11 @@ SEED = 42
 MAX_TOKENS = 32
 SMALL_LIMIT = 3  # max_tokens for the "length" checks
 
+# The routes of the other APIs (llama-server's paths; a proxy serves them the same).
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+NATIVE = "/completion"
+
 
 class Context:
     """What every check sees: the target and a memo of the requests it shares."""
@@ -121,6 +126,53 @@ class Context:
     async def chat_stream_usage(self) -> StreamResult:
         """The standard stream chat with ``include_usage``, once per run."""
         return await self.chat("stream.usage", stream=True, stream_options={"include_usage": True})
+
+    # The Responses, Anthropic Messages and llama.cpp native requests several checks share.
+
+    def responses_body(self, **extra: Any) -> dict[str, Any]:
+        """The standard Responses body (``input``, ``max_output_tokens``) plus ``extra``."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": PROMPT,
+            "temperature": 0,
+            "seed": SEED,
+            "max_output_tokens": MAX_TOKENS,
+        }
+        body.update(extra)
+        return body
+
+    def messages_body(self, **extra: Any) -> dict[str, Any]:
+        """The standard Anthropic Messages body (``max_tokens`` is required there)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "temperature": 0,
+            "max_tokens": MAX_TOKENS,
+        }
+        body.update(extra)
+        return body
+
+    def native_body(self, **extra: Any) -> dict[str, Any]:
+        """The standard llama.cpp ``/completion`` body (``prompt``, ``n_predict``)."""
+        body: dict[str, Any] = {"prompt": PROMPT, "temperature": 0, "seed": SEED}
+        body["n_predict"] = MAX_TOKENS
+        body.update(extra)
+        return body
+
+    async def responses(self, *, stream: bool) -> StreamResult:
+        """The standard ``POST /v1/responses``, stream or not, once per run each."""
+        body = self.responses_body(stream=stream)
+        return await self.memo(f"responses.{stream}", lambda: self.request(RESPONSES, body))
+
+    async def messages(self, *, stream: bool) -> StreamResult:
+        """The standard ``POST /v1/messages``, stream or not, once per run each."""
+        body = self.messages_body(stream=stream)
+        return await self.memo(f"messages.{stream}", lambda: self.request(MESSAGES, body))
+
+    async def native(self, *, stream: bool) -> StreamResult:
+        """The standard ``POST /completion``, stream or not, once per run each."""
+        body = self.native_body(stream=stream)
+        return await self.memo(f"native.{stream}", lambda: self.request(NATIVE, body))
 
     def ok_statuses(self, strict: set[int]) -> set[int]:
         """Strict: exactly ``strict``; lenient: any 4xx but 401/403 (auth is its own check)."""
