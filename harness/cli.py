@@ -94,7 +94,8 @@ def _conformance_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Run the named conformance checks against an OpenAI-compatible server. "
             "Prints a table on stdout and progress on stderr. Exit 0: no check failed; "
-            "1: some check failed; 2: bad usage or the target did not answer."
+            "1: some check failed; 2: bad usage or the target did not answer. "
+            "With --reference: exit 0 when every difference is allowed, 1 when one is not."
         ),
     )
     p.add_argument("--target", help="base URL, e.g. http://127.0.0.1:1135 (a /v1 suffix is ok)")
@@ -114,6 +115,26 @@ def _conformance_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    d = p.add_argument_group(
+        "differential mode",
+        "run every check against --target and --reference and report the checks whose "
+        "results differ; exit 1 when a difference is not allowed",
+    )
+    d.add_argument("--reference", metavar="URL", help="the server to compare --target with")
+    d.add_argument("--reference-model", metavar="M", help="model id there (default: --model)")
+    d.add_argument("--reference-api-key", metavar="K", help="API key there (default: none)")
+    d.add_argument(
+        "--allow-diff",
+        metavar="CHECK",
+        action="append",
+        default=[],
+        help="a documented difference: this check (or group) may differ; repeatable",
+    )
+    d.add_argument(
+        "--allow-diff-file",
+        metavar="FILE",
+        help="allowed differences, one check name per line (# comments)",
+    )
     p.set_defaults(run=_run_conformance)
     return p
 
@@ -147,6 +168,9 @@ def _run_conformance(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done:>2}/{total}] {res.result:<4} {res.name}", file=sys.stderr, flush=True)
 
+    if args.reference:
+        return _run_differential(args, only, progress)
+
     async def go(reactor: Any) -> int:
         try:
             report = await run_conformance(
@@ -171,6 +195,62 @@ def _run_conformance(args: argparse.Namespace) -> int:
                 print(f"harness conformance: --json: {exc}", file=sys.stderr)
                 return EXIT_USAGE
         return EXIT_OK if report.ok else EXIT_FAIL
+
+    return run_reactor(go)
+
+
+def _allowed_differences(args: argparse.Namespace) -> list[str] | None:
+    """``--allow-diff`` names plus ``--allow-diff-file``'s, checked; None after a usage error."""
+    from harness.conformance import read_allow_file
+    from harness.conformance.differential import expand_allow
+
+    allow = [n.strip() for arg in args.allow_diff for n in arg.split(",") if n.strip()]
+    try:
+        if args.allow_diff_file:
+            allow += read_allow_file(args.allow_diff_file)
+        expand_allow(allow)
+    except (OSError, ValueError) as exc:
+        print(f"harness conformance: --allow-diff: {exc}", file=sys.stderr)
+        return None
+    return allow
+
+
+def _run_differential(args: argparse.Namespace, only: list[str] | None, progress: Any) -> int:
+    """``--reference``: both runs, the differences on stdout; exit 1 on an unallowed one."""
+    from harness.conformance import TargetUnreachable, run_differential
+
+    allow = _allowed_differences(args)
+    if allow is None:
+        return EXIT_USAGE
+
+    async def go(reactor: Any) -> int:
+        try:
+            diff = await run_differential(
+                args.target,
+                args.reference,
+                args.model,
+                reference_model=args.reference_model,
+                api_key=args.api_key,
+                reference_api_key=args.reference_api_key,
+                allow=allow,
+                reactor=reactor,
+                timeout=args.timeout,
+                only=only,
+                lenient=args.lenient,
+                progress=progress,
+            )
+        except TargetUnreachable as exc:
+            print(f"harness conformance: target unreachable: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(diff.format_table())
+        if args.json:
+            try:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    f.write(diff.to_json() + "\n")
+            except OSError as exc:
+                print(f"harness conformance: --json: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        return EXIT_OK if diff.ok else EXIT_FAIL
 
     return run_reactor(go)
 

@@ -1,4 +1,5 @@
-"""Conformance suite for OpenAI-compatible chat/completions servers and their streaming.
+"""Conformance suite for OpenAI-compatible servers (chat, completions, Responses, Anthropic
+Messages, llama.cpp's native routes) and their streaming; ``run_differential`` compares two.
 
 ```python
 report = await run_conformance("http://127.0.0.1:1135", "my-model")
@@ -10,6 +11,13 @@ The CLI is ``harness conformance``; the pytest plugin is
 """
 
 from harness.conformance.checks import CHECKS, FAIL, NA, PASS, Check, select_checks
+from harness.conformance.differential import (
+    CheckDiff,
+    DiffReport,
+    read_allow_file,
+    run_differential,
+    run_differential_checks,
+)
 from harness.conformance.runner import (
     CheckResult,
     Report,
@@ -24,10 +32,15 @@ __all__ = [
     "NA",
     "PASS",
     "Check",
+    "CheckDiff",
     "CheckResult",
+    "DiffReport",
     "Report",
     "TargetUnreachable",
+    "read_allow_file",
     "run_checks",
     "run_conformance",
+    "run_differential",
+    "run_differential_checks",
     "select_checks",
 ]
