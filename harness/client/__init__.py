@@ -1,11 +1,13 @@
 """Streaming HTTP client that judges how a response ended (see docs/client.md).
 
 ``stream_request`` sends one request with treq, decodes Server-Sent Events as the bytes
-arrive, times every event and settles on one ``outcome`` (``OUTCOMES``); ``chat`` and
-``completions`` are its OpenAI shorthands. Tests, the chaos runner and the benchmarks
-judge streams with it. Inside: ``_result`` (the record and its vocabulary), ``_errors``
-(error shapes), ``_chunks`` (text out of chunks), ``_body`` (event sequencing),
-``_classify`` (the verdict), ``_call`` (one request and its timers), ``_request``.
+arrive, times every event and settles on one ``outcome`` (``OUTCOMES``), reading the
+events by the stream dialect of the request's path (``server_core.sse.dialects``;
+``dialect=`` overrides it); ``chat`` and ``completions`` are its OpenAI shorthands.
+Tests, the chaos runner and the benchmarks judge streams with it. Inside: ``_result``
+(the record and its vocabulary), ``_errors`` (error shapes), ``_chunks`` (text out of
+chunks), ``_body`` (event sequencing), ``_classify`` (the verdict), ``_call`` (one
+request and its timers), ``_request``.
 """
 
 from harness.client._request import chat, completions, stream_request
@@ -23,6 +25,7 @@ from harness.client._result import (
     END_NO_RESPONSE,
     END_TIMEOUT,
     ERROR_EVENT,
+    FINAL_EVENT,
     HTTP_ERROR,
     OUTCOMES,
     TIMEOUT,
@@ -44,6 +47,7 @@ __all__ = [
     "END_NO_RESPONSE",
     "END_TIMEOUT",
     "ERROR_EVENT",
+    "FINAL_EVENT",
     "HTTP_ERROR",
     "OUTCOMES",
     "TIMEOUT",

@@ -2,21 +2,25 @@
 
 ``BodyState`` is fed decoded events (or raw bytes of a non-SSE body) and records them
 into the ``StreamResult``: storage capped at ``max_events``, inter-event gaps, and the
-violations of "one honest ending" (anything after ``[DONE]``, ``[DONE]`` after an
-error, data after an error). It knows no sockets or timers: ``_call`` feeds it and
+violations of "one honest ending". What an event means comes from the request's stream
+dialect (``server_core.sse.dialects``: ``dialect.read(event)``): its complete ending
+(``[DONE]``, ``response.completed``, ``message_stop``, ``"stop": true``), its other
+honest ending (``response.failed``/``response.incomplete``), its error event. The
+violations: anything after the ending, an ending after an error, data after an error,
+data that is not a JSON object. It knows no sockets or timers: ``_call`` feeds it and
 ``_classify`` reads it. Per-event work stays small (one ``json.loads`` per data event)
 and an SSE body is never buffered whole.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from harness.client._chunks import Transcript
-from harness.client._errors import normalise_error, parse_legacy_error
+from harness.client._errors import error_of_event, parse_legacy_error
 from harness.client._result import StreamResult
 from server_core.sse import Event, SseDecoder
+from server_core.sse.dialects import CHAT, Frame, StreamDialect
 
 __all__ = ["BodyState"]
 
@@ -24,15 +28,24 @@ __all__ = ["BodyState"]
 class BodyState:
     """The body of one response as interpreted so far, and what ``classify`` judges."""
 
-    def __init__(self, result: StreamResult, max_events: int | None, body_limit: int) -> None:
+    def __init__(
+        self,
+        result: StreamResult,
+        max_events: int | None,
+        body_limit: int,
+        dialect: StreamDialect = CHAT,
+    ) -> None:
         self.result = result
+        self.dialect = dialect
+        result.dialect = dialect.name
         self.max_events = max_events
         self.body_limit = body_limit
         self.transcript = Transcript(result)
         self.decoder: SseDecoder | None = None  # set for a 2xx event stream only
         self.buf = bytearray()  # a non-SSE body, capped at body_limit
         self.http_error = False
-        self.done_seen = False
+        self.done_seen = False  # the complete (or FINAL) ending arrived
+        self.final_seen = False  # ... and it was the FINAL one (not a success)
         self.error_seen = False
         self._last_event_t: float | None = None
 
@@ -54,7 +67,7 @@ class BodyState:
                 self.buf += data[:room]
 
     def on_comment(self) -> None:
-        """A comment frame (keep-alive ping): counted, and a violation after ``[DONE]``."""
+        """A comment frame (keep-alive ping): counted, and a violation after the ending."""
         self.result.comments += 1
         if self.done_seen:
             self.result.after_done = True
@@ -66,25 +79,42 @@ class BodyState:
         if self.done_seen:
             r.after_done = True
             return
-        if ev.is_done:
-            self.done_seen = True
-            if self.error_seen:
-                r.done_after_error = True
+        frame, payload = self.dialect.read(ev)
+        if frame is Frame.SKIP:
+            return
+        if frame in (Frame.COMPLETE, Frame.FINAL):
+            self._ending(frame, ev, payload, keep, t)
             return
         if self.error_seen:
             r.after_error = True
-        legacy = ev.get("error")
-        if legacy is not None:
-            self.set_error(parse_legacy_error(legacy))
+        if frame is Frame.ERROR:
+            legacy = ev.get("error")
+            self.set_error(
+                error_of_event(payload) if legacy is None else parse_legacy_error(legacy)
+            )
             return
-        obj = self._json_object(ev)
-        if obj is None:
+        if not isinstance(payload, dict):  # MALFORMED, or JSON that is not an object
+            r.invalid_json += 1
             return
-        if "error" in obj:
-            self.set_error(normalise_error(obj["error"]))
-            return
+        self._absorb(payload, keep, t)
+
+    def _ending(self, frame: Frame, ev: Event, payload: Any, keep: bool, t: float) -> None:
+        """The stream's ending: after an error it is a violation; its payload (native's
+        last event, ``response.completed``) still carries text, usage or the model."""
+        self.done_seen = True
+        self.final_seen = frame is Frame.FINAL
+        if self.final_seen:
+            self.result.final_event = ev.event or (
+                payload.get("type") if isinstance(payload, dict) else None
+            )
+        if self.error_seen:
+            self.result.done_after_error = True
+        elif isinstance(payload, dict):
+            self._absorb(payload, keep, t)
+
+    def _absorb(self, obj: dict[str, Any], keep: bool, t: float) -> None:
         if keep:
-            r.chunks.append(obj)
+            self.result.chunks.append(obj)
         self.transcript.absorb(obj, t, stream=True)
 
     def set_error(self, err: dict[str, Any]) -> None:
@@ -94,7 +124,7 @@ class BodyState:
             self.result.error = err
 
     def note_leftover(self) -> None:
-        """The body is over: a partial frame after ``[DONE]`` is a violation too."""
+        """The body is over: a partial frame after the ending is a violation too."""
         if self.decoder is not None and self.done_seen and self.decoder.buffered:
             self.result.after_done = True
 
@@ -116,16 +146,3 @@ class BodyState:
             r.gaps.append(t - self._last_event_t)
         self._last_event_t = t
         return keep
-
-    def _json_object(self, ev: Event) -> dict[str, Any] | None:
-        """The data of ``ev`` as a JSON object; anything else is counted as invalid."""
-        if ev.data is None:
-            return None
-        try:
-            obj = json.loads(ev.data)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            self.result.invalid_json += 1
-            return None
-        return obj

@@ -34,6 +34,7 @@ from harness.client._result import (
     StreamResult,
 )
 from server_core.sse import Comment, Event
+from server_core.sse.dialects import CHAT, StreamDialect
 
 __all__ = ["Call"]
 
@@ -82,6 +83,7 @@ class Call:
         disconnect_after: int | None,
         body_limit: int,
         listener: Callable[[Event, float], None] | None,
+        dialect: StreamDialect = CHAT,
     ) -> None:
         self.listener = listener
         self.listener_failure: Failure | None = None
@@ -89,7 +91,7 @@ class Call:
         self.now = now
         self.disconnect_after = disconnect_after
         self.r = StreamResult()
-        self.body = BodyState(self.r, max_events, body_limit)
+        self.body = BodyState(self.r, max_events, body_limit, dialect)
         self.body_transport: Any = None
         self.request_d: Deferred[Any] | None = None
         self.finished: Deferred[None] | None = None

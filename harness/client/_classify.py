@@ -2,9 +2,14 @@
 
 The outcomes (the first matching rule wins; docs/client.md has the full table):
 
-``done``           ``[DONE]`` seen (SSE) or a complete JSON body (non-stream)
-``error_event``    an SSE error event (``data: {"error": ...}`` or the legacy
-                   ``error: {...}`` line), or a 200 JSON body carrying ``"error"``
+``done``           the dialect's complete ending seen (SSE: ``[DONE]`` for chat and
+                   completions, ``response.completed``, ``message_stop``, native's
+                   ``"stop": true``) or a complete JSON body (non-stream)
+``error_event``    the dialect's SSE error event (``data: {"error": ...}``, an
+                   ``event: error``, the legacy ``error: {...}`` line), or a 200 JSON
+                   body carrying ``"error"``
+``final_event``    the dialect's honest ending that is no success (Responses
+                   ``response.failed`` / ``response.incomplete``)
 ``http_error``     a non-2xx status (error body read and parsed)
 ``truncated``      the response ended without any of the above (clean close or
                    reset before ``[DONE]``, broken JSON body, no response at all)
@@ -43,6 +48,7 @@ from harness.client._result import (
     END_NO_RESPONSE,
     END_TIMEOUT,
     ERROR_EVENT,
+    FINAL_EVENT,
     HTTP_ERROR,
     TIMEOUT,
     TRUNCATED,
@@ -117,7 +123,7 @@ def _sse_outcome(body: BodyState) -> str:
     if body.error_seen:
         return ERROR_EVENT
     if body.done_seen:
-        return DONE
+        return FINAL_EVENT if body.final_seen else DONE
     return _ABORTED.get(body.result.end_reason or "", TRUNCATED)
 
 

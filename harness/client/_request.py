@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -19,8 +20,9 @@ from twisted.web.http_headers import Headers
 from harness.client._call import Call
 from harness.client._result import DEFAULT_BODY_LIMIT, StreamResult
 from server_core.sse import Event
+from server_core.sse.dialects import CHAT, StreamDialect, dialect_for_path, dialect_named
 
-__all__ = ["chat", "completions", "stream_request"]
+__all__ = ["chat", "completions", "request_dialect", "stream_request"]
 
 
 async def stream_request(
@@ -38,6 +40,7 @@ async def stream_request(
     body_limit: int = DEFAULT_BODY_LIMIT,
     clock: Callable[[], float] | None = None,
     on_event: Callable[[Event, float], None] | None = None,
+    dialect: StreamDialect | str | None = None,
 ) -> StreamResult:
     """POST ``body`` (a dict is sent as JSON) to ``url`` and follow the response to its end.
 
@@ -50,6 +53,8 @@ async def stream_request(
     recorded), e.g. to print progress or to act in the middle of a stream; if it
     raises, the connection is aborted and the exception propagates from here.
     ``clock`` defaults to the injected reactor's ``seconds`` or ``time.monotonic``.
+    ``dialect`` (a ``StreamDialect`` or its name) says how the stream ends and fails;
+    by default it follows the URL's path (``dialect_for_path``; chat for other paths).
     Cancelling the returned coroutine's Deferred aborts the connection and raises
     ``CancelledError``.
     """
@@ -60,10 +65,21 @@ async def stream_request(
         now = clock or time.monotonic
     else:
         now = clock or reactor.seconds
-    call = Call(reactor, now, max_events, disconnect_after, body_limit, on_event)
+    chosen = request_dialect(url, dialect)
+    call = Call(reactor, now, max_events, disconnect_after, body_limit, on_event, chosen)
     payload = None if body is None else _encode_body(body)
     send_headers = _request_headers(body is not None, headers or {})
     return await call.run(method, url, payload, send_headers, pool, timeout, idle_timeout)
+
+
+def request_dialect(url: str, dialect: StreamDialect | str | None = None) -> StreamDialect:
+    """The dialect a request to ``url`` is judged by: ``dialect`` if given, else its path's
+    (chat, the old default, for a path no dialect claims)."""
+    if isinstance(dialect, StreamDialect):
+        return dialect
+    if isinstance(dialect, str):
+        return dialect_named(dialect)
+    return dialect_for_path(urlsplit(url).path) or CHAT
 
 
 # The keywords of chat/completions that belong to the client, not to the JSON body.

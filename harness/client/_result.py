@@ -26,6 +26,7 @@ __all__ = [
     "END_NO_RESPONSE",
     "END_TIMEOUT",
     "ERROR_EVENT",
+    "FINAL_EVENT",
     "HTTP_ERROR",
     "OUTCOMES",
     "TIMEOUT",
@@ -40,8 +41,11 @@ TRUNCATED = "truncated"
 TIMEOUT = "timeout"
 CONNECT_ERROR = "connect_error"
 DISCONNECTED = "disconnected"
+# The dialect's honest ending that is not a success (Responses ``response.failed`` /
+# ``response.incomplete``): the stream ended properly, the answer did not come.
+FINAL_EVENT = "final_event"
 OUTCOMES = frozenset(
-    {DONE, ERROR_EVENT, HTTP_ERROR, TRUNCATED, TIMEOUT, CONNECT_ERROR, DISCONNECTED}
+    {DONE, ERROR_EVENT, FINAL_EVENT, HTTP_ERROR, TRUNCATED, TIMEOUT, CONNECT_ERROR, DISCONNECTED}
 )
 
 # end_reason values: how the body (or the attempt) ended at the transport level.
@@ -70,6 +74,7 @@ class StreamResult:
     """Everything observed about one response. Times are seconds on one clock."""
 
     outcome: str = TRUNCATED
+    dialect: str = "chat"  # the stream dialect the body was judged by (dialects.py names)
     status: int | None = None
     headers: dict[str, list[str]] = field(default_factory=dict)
     # Decoded SSE events (comments excluded), [DONE] and error frames included.
@@ -94,8 +99,9 @@ class StreamResult:
     t_end: float | None = None
     gaps: list[float] = field(default_factory=list)
     bytes_received: int = 0
-    after_done: bool = False  # anything arrived after [DONE] (violation)
-    done_after_error: bool = False  # [DONE] after an error event (legacy dialect)
+    after_done: bool = False  # anything arrived after the complete ending (violation)
+    done_after_error: bool = False  # a complete ending after an error event (violation)
+    final_event: str | None = None  # the name of a FINAL ending (``response.failed``, ...)
     after_error: bool = False  # another data event after an error event (violation)
     invalid_json: int = 0  # data events that are not a JSON object
     end_reason: str | None = None  # see END_* constants
@@ -144,6 +150,7 @@ class StreamResult:
             err = {k: self.error.get(k) for k in ("code", "type", "message") if k in self.error}
         return {
             "outcome": self.outcome,
+            "dialect": self.dialect,
             "status": self.status,
             "end_reason": self.end_reason,
             "events": self.n_events,
@@ -158,6 +165,7 @@ class StreamResult:
             "duration": _rounded(self.duration),
             "max_gap": _rounded(self.max_gap),
             "bytes": self.bytes_received,
+            "final_event": self.final_event,
             "after_done": self.after_done,
             "done_after_error": self.done_after_error,
             "after_error": self.after_error,

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 
 from harness.client import (
-    TRUNCATED,
+    DONE,
     stream_request,
 )
 from harness.client._chunks import Transcript
@@ -29,8 +29,8 @@ async def test_llama_native_completion_content(server: ScriptServer) -> None:
     ]
     server.script([*writes(frames), ("finish",)])
     r = await stream_request(server.url("/completion"), {"prompt": "p"}, timeout=5.0)
-    # llama-server's native endpoint ends without [DONE]: the client reports that honestly.
-    assert r.outcome == TRUNCATED
+    # llama-server's native endpoint ends with its "stop": true event, not [DONE].
+    assert r.outcome == DONE and r.dialect == "native"
     assert r.text == "token" and r.finish_reason == "length"
 
 

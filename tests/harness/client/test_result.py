@@ -32,10 +32,12 @@ def test_public_names_are_reexported(name: str) -> None:
     assert getattr(harness.client, name) is not None
 
 
-def test_outcomes_are_the_seven_strings() -> None:
+def test_outcomes_are_the_eight_strings() -> None:
+    # final_event: the Responses API's honest non-success ending (response.failed/incomplete).
     assert OUTCOMES == {
         "done",
         "error_event",
+        "final_event",
         "http_error",
         "truncated",
         "timeout",
