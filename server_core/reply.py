@@ -34,6 +34,7 @@ from twisted.web.server import Request
 from server_core._twisted_compat import abort_body_transport
 from server_core.errors import UpstreamError, internal_error, normalize_upstream_error
 from server_core.sse import ForwardedSse
+from server_core.sse.dialects import CHAT
 from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.upstream.headers import HOP_BY_HOP
 
@@ -104,7 +105,7 @@ class ReplyDelivery:
             keepalive_interval=self._keepalive,
             idle_timeout=self._idle_timeout,
             model_name=reply.model_name,
-            ends=getattr(reply, "ends", None),
+            dialect=getattr(reply, "dialect", CHAT),
         )
         tracker.add_stream(stream)
         try:

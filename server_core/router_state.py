@@ -28,6 +28,7 @@ from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
 from server_core.errors import BadRequest, ContextError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
 from server_core.reply import ReplyDelivery, ReplyTracker
+from server_core.sse.dialects import CHAT, MESSAGES, NATIVE, RESPONSES, StreamDialect
 from server_core.template_check import ChatTemplateBroken
 from server_core.upstream import UpstreamClient
 from server_core.validation import missing_model
@@ -48,8 +49,8 @@ class UpstreamReply:
     _release: Callable[[], None] = field(default=_noop, repr=False)
     model_name: str | None = field(default=None, kw_only=True)
     """The model name the client asked for; replies that name another are rewritten."""
-    ends: Callable[[object], bool] | None = field(default=None, kw_only=True)
-    """For streams without ``[DONE]``: the event that is their complete ending."""
+    dialect: StreamDialect = field(default=CHAT, kw_only=True)
+    """The stream dialect of the reply: what its complete ending and its error event are."""
 
     def release(self) -> None:
         """Give back the lease (idempotent)."""
@@ -65,9 +66,17 @@ _NATIVE_GENERATION = frozenset({"/completion", "/completions", "/infill"})
 _OPENAI_UNPREFIXED = frozenset({"/completions", "/embeddings"})
 
 
-def native_stop(payload: object) -> bool:
-    """True for the last event of a llama-server native completion stream."""
-    return isinstance(payload, dict) and payload.get("stop") is True
+# The stream dialect of each OpenAI-style endpoint (``sse.dialects``); native generation
+# routes stream in the native one.
+_DIALECTS: dict[str, StreamDialect] = {"/responses": RESPONSES, "/messages": MESSAGES}
+# Endpoints whose prompt is built by the chat template: refused when it is broken.
+_TEMPLATED = frozenset({"/chat/completions", "/responses", "/messages"})
+
+
+def _dialect(endpoint: str, native: _Native | None) -> StreamDialect:
+    if native is not None:
+        return NATIVE if native.path in _NATIVE_GENERATION else CHAT
+    return _DIALECTS.get(endpoint, CHAT)
 
 
 @dataclass(frozen=True)
@@ -230,7 +239,7 @@ class DefaultRouterState:
             raise missing_model()
         wanted = str(body["model"])
         target = self._aliases.resolve(wanted)
-        ends = native_stop if native is not None and native.path in _NATIVE_GENERATION else None
+        dialect = _dialect(endpoint, native)
         if isinstance(target, RemoteTarget):
             outgoing = merge_request_params(body, target.request_params)
             if target.upstream_model:
@@ -238,10 +247,10 @@ class DefaultRouterState:
             name = f"upstream '{target.name}'"
             url = target.base_url + endpoint if native is None else _remote_native(target, native)
             response = await self._send(url, outgoing, headers, name, native, target)
-            return UpstreamReply(response, name, model_name=wanted, ends=ends)
+            return UpstreamReply(response, name, model_name=wanted, dialect=dialect)
         assert isinstance(target, LocalAlias)
         lease: Any = await self._lease(target)
-        if endpoint == "/chat/completions" and native is None and lease.chat_template_error:
+        if endpoint in _TEMPLATED and native is None and lease.chat_template_error:
             lease.release()
             raise ChatTemplateBroken(target.name)
         try:
@@ -257,7 +266,7 @@ class DefaultRouterState:
         except BaseException:
             lease.release()
             raise
-        return UpstreamReply(response, name, lease.release, model_name=wanted, ends=ends)
+        return UpstreamReply(response, name, lease.release, model_name=wanted, dialect=dialect)
 
     async def _send(
         self,

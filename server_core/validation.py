@@ -31,7 +31,9 @@ __all__ = [
     "validate_chat",
     "validate_completion",
     "validate_embeddings",
+    "validate_messages",
     "validate_native",
+    "validate_responses",
 ]
 
 # Arrays, objects, keys, strings, numbers and literals in one body. A long conversation
@@ -259,3 +261,49 @@ def validate_native(body: dict[str, Any]) -> None:
     """A llama-server native route: only what server_core decides on (model, stream)."""
     _optional_model(body)
     _optional_bool(body, "stream")
+
+
+def validate_responses(body: dict[str, Any]) -> None:
+    """The OpenAI Responses API: ``input`` and the types server_core relies on."""
+    _optional_model(body)
+    _optional_bool(body, "stream")
+    _optional_int(body, "max_output_tokens", 1)
+    _optional_number(body, "temperature", 0.0, 2.0)
+    _optional_number(body, "top_p", 0.0, 1.0)
+    given = body.get("input")
+    if given is None:
+        raise BadRequest("Missing required parameter: 'input'.", param="input", code="missing")
+    if not isinstance(given, str | list):
+        raise _bad("input", f"'input' must be a string or an array, got {_type_name(given)}.")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _bad("instructions", "'instructions' must be a string.")
+
+
+def validate_messages(body: dict[str, Any]) -> None:
+    """The Anthropic Messages API: ``messages`` and the types server_core relies on."""
+    _optional_model(body)
+    _optional_bool(body, "stream")
+    _optional_int(body, "max_tokens", 1)
+    _optional_int(body, "top_k", 0)
+    _optional_number(body, "temperature", 0.0, 2.0)
+    _optional_number(body, "top_p", 0.0, 1.0)
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest(
+            "Missing required parameter: 'messages'.", param="messages", code="missing"
+        )
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "'messages' must be a non-empty array of messages.")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            where = f"messages[{i}]"
+            raise _bad(where, f"'{where}' must be an object whose role is user or assistant.")
+    stops = body.get("stop_sequences")
+    if stops is not None and (
+        not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
+    ):
+        raise _bad("stop_sequences", "'stop_sequences' must be an array of strings.")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise _bad("system", "'system' must be a string or an array of content blocks.")

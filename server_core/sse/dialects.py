@@ -40,8 +40,8 @@ __all__ = [
     "RESPONSES",
     "Frame",
     "StreamDialect",
-    "anthropic_error_type",
     "anthropic_error",
+    "anthropic_error_type",
     "dialect_for_path",
     "dialect_named",
 ]
@@ -101,7 +101,8 @@ def anthropic_error_type(openai_type: str | None, status: int | None = None) -> 
 
 def anthropic_error(message: str, type: str | None, status: int | None = None) -> dict[str, Any]:
     """An error in the Anthropic Messages API's shape (its body and its error event)."""
-    return {"type": "error", "error": {"type": anthropic_error_type(type, status), "message": message}}
+    error = {"type": anthropic_error_type(type, status), "message": message}
+    return {"type": "error", "error": error}
 
 
 def _messages_error(

@@ -1,20 +1,19 @@
 """ForwardedSse: relay an upstream SSE body to the client as it arrives.
 
 Frames are decoded and re-encoded one by one, so every write to the client is a
-whole frame and a stream can always be ended honestly. On upstream loss before
-``[DONE]`` (reset, clean close, stall, malformed framing) the client gets exactly
-one ``data: {"error": ...}`` event and the connection closes without ``[DONE]``.
-A slow client pauses the upstream socket; a client that leaves aborts it at once.
-
-Streams that end without ``[DONE]`` (llama-server's native ``/completion``: the event
-with ``"stop": true``) pass an ``ends`` predicate: the event it accepts is relayed and
-is the complete ending; loss before it is the same one error event.
+whole frame and a stream can always be ended honestly. What ends a stream is the
+stream's dialect (``dialects``): ``[DONE]`` for OpenAI chat, ``response.completed`` (or
+an honest ``response.failed``/``response.incomplete``) for Responses, ``message_stop``
+for Anthropic Messages, the event with ``"stop": true`` for llama-server's native
+``/completion``. On upstream loss before that ending (reset, clean close, stall,
+malformed framing, an upstream error event) the client gets exactly one error event in
+the dialect's shape and the connection closes. A slow client pauses the upstream
+socket; a client that leaves aborts it at once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -28,7 +27,8 @@ from zope.interface import implementer
 
 from server_core._twisted_compat import abort_body_transport
 from server_core.errors import ServerCoreError, UpstreamError, internal_error, parse_error_object
-from server_core.sse.codec import DONE, Comment, SseDecoder, encode_event
+from server_core.sse.codec import Comment, SseDecoder, encode_event
+from server_core.sse.dialects import CHAT, Frame, StreamDialect
 from server_core.sse.writer import Ending, SseResponse
 
 __all__ = ["ForwardedSse"]
@@ -86,10 +86,10 @@ class ForwardedSse:
         keepalive_interval: float | None = 15.0,
         idle_timeout: float | None = 300.0,
         model_name: str | None = None,
-        ends: Callable[[object], bool] | None = None,
+        dialect: StreamDialect = CHAT,
     ) -> None:
         self._response = response
-        self._ends = ends
+        self._dialect = dialect
         self._model_name = model_name
         self._clock = clock
         self._upstream_name = upstream_name
@@ -103,6 +103,7 @@ class ForwardedSse:
             clock,
             keepalive_interval=keepalive_interval,
             on_client_gone=self._abort_upstream,
+            dialect=dialect,
         )
         self.events_relayed = 0
         self._created: int | None = None
@@ -159,39 +160,33 @@ class ForwardedSse:
         for item in items:
             if isinstance(item, Comment):
                 continue  # our own keep-alive serves the client
-            legacy = item.get("error")
-            if legacy is not None:
-                # Older llama-server: `error: {...}` then `data: [DONE]`. Never relay that [DONE].
-                try:
-                    payload: object = json.loads(legacy)
-                except ValueError:
-                    payload = legacy
-                self.end_with(_error_from_payload(payload, self._upstream_name))
+            if not self._relay_event(item):
                 return
-            data_str = item.data
-            if data_str is None:
-                continue
-            if data_str == DONE:
-                self._out.end_done()
-                self._drain_upstream()
-                return
-            try:
-                payload = json.loads(data_str)
-            except ValueError:
-                self._fail("sent a malformed event (invalid JSON)")
-                return
-            if isinstance(payload, dict):
-                if "error" in payload:
-                    self.end_with(_error_from_payload(payload, self._upstream_name))
-                    return
-                data_str = self._same_created(payload, data_str)
-                data_str = self._same_model(payload, data_str)
-            self._out.send(encode_event(data_str, event=item.event, id=item.id))
+
+    def _relay_event(self, item: Any) -> bool:
+        """Relay one upstream event; False once the stream has ended."""
+        frame, payload = self._dialect.read(item)
+        if frame is Frame.SKIP:
+            return True
+        if frame is Frame.ERROR:
+            # Older llama-server sent `error: {...}` then `data: [DONE]`: never relay that [DONE].
+            self.end_with(_error_from_payload(payload, self._upstream_name))
+            return False
+        if frame is Frame.MALFORMED:
+            self._fail("sent a malformed event (invalid JSON)")
+            return False
+        data_str = item.data
+        if isinstance(payload, dict):
+            data_str = self._same_created(payload, data_str)
+            data_str = self._same_model(payload, data_str)
+        self._out.send(encode_event(data_str, event=item.event, id=item.id))
+        if payload is not None:
             self.events_relayed += 1
-            if self._ends is not None and self._ends(payload):
-                self._out.end_done(marker=False)  # that event was the stream's own ending
-                self._drain_upstream()
-                return
+        if frame is Frame.COMPLETE or frame is Frame.FINAL:
+            self._out.end_done(marker=False)  # that event was the stream's own ending
+            self._drain_upstream()
+            return False
+        return True
 
     def _same_created(self, payload: dict[str, Any], data_str: str) -> str:
         """One ``created`` per stream, as OpenAI's streams have.

@@ -1,8 +1,9 @@
 """The client side of every SSE response: headers, keep-alive, ending exactly once.
 
 ``DirectSse`` (``direct``) and ``ForwardedSse`` (``forwarded``) both write through an
-``SseResponse``. It owns the three honest endings of a stream after headers: ``[DONE]``
-(complete), one error event without ``[DONE]``, or nothing at all because the client left.
+``SseResponse``. It owns the three honest endings of a stream after headers: complete
+(``[DONE]``, or the dialect's own last event), one error event in the stream's dialect
+(``dialects``), or nothing at all because the client left.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from twisted.web.server import Request
 
 from server_core.errors import ServerCoreError
 from server_core.sse.codec import DONE_FRAME, encode_comment
+from server_core.sse.dialects import CHAT, StreamDialect
 
-__all__ = ["KEEPALIVE_FRAME", "Ending", "SseResponse", "error_event"]
+__all__ = ["KEEPALIVE_FRAME", "Ending", "SseResponse", "dialect_error_event", "error_event"]
 
 log = Logger()
 
@@ -41,8 +43,17 @@ class _State(enum.Enum):
 
 
 def error_event(error: ServerCoreError) -> bytes:
-    """The one error frame that ends a failed stream: the error's JSON body as ``data``."""
+    """The one error frame that ends a failed OpenAI stream: the error's JSON body as ``data``."""
     return b"data: " + json.dumps(error.to_dict()).encode("utf-8") + b"\n\n"
+
+
+def dialect_error_event(dialect: StreamDialect, error: ServerCoreError, sequence: int) -> bytes:
+    """The one error frame of ``dialect`` that carries ``error``."""
+    if dialect.completes_with_marker or dialect.name == "native":
+        return error_event(error)  # OpenAI's shape, byte for byte as it always was
+    return dialect.error_frame(
+        error.message, error.type, error.code, error.param, sequence_number=sequence
+    )
 
 
 class SseResponse:
@@ -59,8 +70,10 @@ class SseResponse:
         *,
         keepalive_interval: float | None,
         on_client_gone: Callable[[], None],
+        dialect: StreamDialect = CHAT,
     ) -> None:
         self._request = request
+        self._dialect = dialect
         self._clock = clock
         self._interval = keepalive_interval if keepalive_interval else None
         self._on_client_gone = on_client_gone
@@ -123,9 +136,9 @@ class SseResponse:
             self._end(Ending.DONE)
 
     def end_error(self, error: ServerCoreError) -> None:
-        """One error event, then close, never ``[DONE]``."""
+        """One error event in the stream's dialect, then close, never a complete ending."""
         if self._state is _State.OPEN:
-            self._request.write(error_event(error))
+            self._request.write(dialect_error_event(self._dialect, error, self.frames_written))
             self._end(Ending.ERROR)
 
     def _end(self, ending: Ending) -> None:
@@ -155,7 +168,7 @@ class SseResponse:
             return
         idle = self._clock.seconds() - self._last_write
         if idle >= self._interval:
-            self._request.write(KEEPALIVE_FRAME)
+            self._request.write(self._dialect.keepalive)
             self._last_write = self._clock.seconds()
             delay = self._interval
         else:

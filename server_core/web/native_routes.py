@@ -16,7 +16,15 @@ host, drops another client's cache), ``POST /props`` (changes server-wide state)
 ``POST /v1/chat/completions/control`` (steers a request by id, which may be another
 client's), ``/metrics`` (server_core's own metrics are another issue's), and llama-server's
 router-mode routes (``/models/load``, ``/models/unload``, ``/models/sse``, ``POST
-/models``, ``DELETE /models``): here server_core is the router.
+/models``, ``DELETE /models``): here server_core is the router. Also left out:
+``/v1/audio/transcriptions`` (a multipart upload, not a JSON body; reachable through
+``/upstream/``), ``/v1/stream``, ``/v1/streams/lookup`` (resuming a stream by id across
+connections, which may be another client's), and ``/cors-proxy``, ``/tools`` (llama-server
+fetches URLs and runs tools on its host for the web UI).
+
+The OpenAI Responses (``/v1/responses``, ``/responses``) and Anthropic Messages
+(``/v1/messages``) routes are not native: they are ``OpenAIRoutes``' own, with their
+stream dialects (``server_core.sse.dialects``).
 """
 
 from __future__ import annotations
@@ -44,7 +52,9 @@ NATIVE_POST: tuple[str, ...] = (
     "/v1/reranking",
     "/v1/messages/count_tokens",
     "/v1/responses/input_tokens",
+    "/responses/input_tokens",
     "/v1/chat/completions/input_tokens",
+    "/chat/completions/input_tokens",
 )
 """Native POST routes: a JSON body, passed on with ``model`` set to the alias."""
 

@@ -27,17 +27,28 @@ from server_core.validation import (
     validate_chat,
     validate_completion,
     validate_embeddings,
+    validate_messages,
     validate_native,
+    validate_responses,
 )
 from server_core.web.admin_routes import AdminRoutes
 from server_core.web.auth import ApiKeyCheck
 from server_core.web.drain import InFlight, shutting_down
 from server_core.web.native_routes import NATIVE_GET, NATIVE_POST, query_model
-from server_core.web.responses import JSON, send_error, send_json, write_error
+from server_core.web.responses import (
+    JSON,
+    send_error,
+    send_json,
+    write_anthropic_error,
+    write_error,
+)
 
 __all__ = ["OpenAIRoutes"]
 
 Validator = Callable[[dict[str, Any]], None]
+ErrorWriter = Callable[[Request, ServerCoreError], bytes | None]
+# Anthropic's routes answer errors in Anthropic's shape; its SDK parses no other.
+_ANTHROPIC_ROUTES = frozenset({"/v1/messages/count_tokens"})
 Handler = Callable[[Any, Request], Awaitable[bytes | None]]
 
 
@@ -52,7 +63,8 @@ def _native(path: str, method: str) -> Handler:
     """The handler of one native llama-server route (``web.native_routes``)."""
 
     async def native(self: OpenAIRoutes, request: Request) -> bytes | None:
-        return await self._proxy(request, path, validate_native, native=method)
+        errors = write_anthropic_error if path in _ANTHROPIC_ROUTES else write_error
+        return await self._proxy(request, path, validate_native, native=method, errors=errors)
 
     native.__name__ = native.__qualname__ = f"native {method} {path}"
     return native
@@ -109,6 +121,7 @@ class OpenAIRoutes:
     # -- routes ------------------------------------------------------------------
 
     @app.route("/health", methods=["GET"])
+    @app.route("/v1/health", methods=["GET"])
     def health(self, request: Request) -> bytes:
         request.setHeader(b"content-type", JSON)
         return b'{"status":"ok"}'
@@ -147,6 +160,17 @@ class OpenAIRoutes:
     async def embeddings(self, request: Request) -> bytes | None:
         return await self._proxy(request, "/embeddings", validate_embeddings)
 
+    @app.route("/v1/responses", methods=["POST"])
+    @app.route("/responses", methods=["POST"])
+    async def responses(self, request: Request) -> bytes | None:
+        return await self._proxy(request, "/responses", validate_responses)
+
+    @app.route("/v1/messages", methods=["POST"])
+    async def messages(self, request: Request) -> bytes | None:
+        return await self._proxy(
+            request, "/messages", validate_messages, errors=write_anthropic_error
+        )
+
     # llama-server's own routes, and its un-prefixed /completions and /embeddings.
     for _path in NATIVE_POST:
         app.route(_path, methods=["POST"], endpoint=f"native POST {_path}")(_native(_path, "POST"))
@@ -181,13 +205,14 @@ class OpenAIRoutes:
         *,
         native: str | None = None,
         raw: str | None = None,
+        errors: ErrorWriter = write_error,
     ) -> bytes | None:
         """Validate, then delegate; ``native`` is the method of a llama-server native route,
         ``raw`` the model of an ``/upstream/`` pass-through."""
         if self.in_flight.closing:
             # Keep-alive connections may still send requests during the drain.
             request.setHeader(b"connection", b"close")
-            return write_error(request, shutting_down())
+            return errors(request, shutting_down())
         self.in_flight.enter()
         try:
             self._check_auth(request)
@@ -210,11 +235,11 @@ class OpenAIRoutes:
             )
         except defer.CancelledError:
             if self.in_flight.closing and not request_disconnected(request):
-                return write_error(request, shutting_down())  # drain timeout, not the client
+                return errors(request, shutting_down())  # drain timeout, not the client
             return None  # the client left; nothing can be written any more
         except ServerCoreError as error:
-            return write_error(request, error)
+            return errors(request, error)
         except Exception as exc:
-            return write_error(request, internal_error(exc, endpoint))
+            return errors(request, internal_error(exc, endpoint))
         finally:
             self.in_flight.leave()

@@ -8,8 +8,9 @@ from typing import Any
 from twisted.web.server import Request
 
 from server_core.errors import ServerCoreError
+from server_core.sse.dialects import anthropic_error
 
-__all__ = ["JSON", "send_error", "send_json", "write_error"]
+__all__ = ["JSON", "send_error", "send_json", "write_anthropic_error", "write_error"]
 
 JSON = b"application/json"
 
@@ -36,3 +37,13 @@ def write_error(request: Request, error: ServerCoreError) -> bytes | None:
     for name, value in error.headers.items():
         request.setHeader(name.encode("ascii"), value.encode("ascii"))
     return send_error(request, error.status, error.to_json())
+
+
+def write_anthropic_error(request: Request, error: ServerCoreError) -> bytes | None:
+    """``write_error`` in the Anthropic Messages API's error shape (its clients parse that)."""
+    if request.startedWriting:
+        return None
+    for name, value in error.headers.items():
+        request.setHeader(name.encode("ascii"), value.encode("ascii"))
+    body = anthropic_error(error.message, error.type, error.status)
+    return send_error(request, error.status, json.dumps(body).encode("utf-8"))

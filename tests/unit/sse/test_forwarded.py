@@ -14,6 +14,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from server_core.sse import Comment, Event, decode_all
+from server_core.sse.dialects import CHAT
 from server_core.sse.forwarded import ForwardedSse
 from server_core.sse.writer import Ending
 from tests.unit.sse.support import Request
@@ -78,6 +79,7 @@ def start(**kw: Any) -> tuple[Request, Response, ForwardedSse, Clock, list[Endin
         upstream_name="upstream 'u'",
         keepalive_interval=kw.get("keepalive", 15.0),
         idle_timeout=kw.get("idle", 300.0),
+        dialect=kw.get("dialect", CHAT),
     )
     endings: list[Ending] = []
     relay.relay().addCallback(endings.append)
