@@ -13,7 +13,7 @@ from twisted.web.client import ResponseDone
 from server_core.sse import Event
 from server_core.sse.dialects import CHAT, MESSAGES, NATIVE, RESPONSES, StreamDialect
 from server_core.sse.writer import Ending
-from tests.unit.sse.test_forwarded import Response, events, start
+from tests.unit.sse.test_forwarded import events, start
 
 
 def frame(payload: dict[str, Any], event: str | None = None) -> bytes:
@@ -165,7 +165,7 @@ def test_chat_done_is_not_a_responses_ending() -> None:
 
 
 def test_stop_true_is_not_a_chat_ending() -> None:
-    request, response, _, _, endings = start(dialect=CHAT)
+    _request, response, _, _, endings = start(dialect=CHAT)
     response.send(frame({"content": "x", "stop": True}))
     assert endings == []  # chat streams end with [DONE] only
     response.end(Failure(ResponseDone()))
@@ -182,7 +182,7 @@ def test_messages_keepalive_is_a_ping_event() -> None:
 
 
 def test_responses_keepalive_is_a_comment() -> None:
-    request, response, _, clock, _ = start(dialect=RESPONSES, keepalive=5.0)
+    request, _response, _, clock, _ = start(dialect=RESPONSES, keepalive=5.0)
     clock.advance(5.0)
     assert b"".join(request.written) == b": keep-alive\n\n"
 

@@ -74,7 +74,7 @@ def test_responses_validation_is_openai_shaped(body: dict[str, Any], param: str)
                 {"role": "user", "content": [{"type": "text", "text": "x"}]},
                 {"role": "assistant", "content": "y"},
             ],
-        },  # fmt: skip
+        },
         {k: v for k, v in MESSAGES_OK.items() if k != "max_tokens"},  # llama-server's to judge
     ],
 )
