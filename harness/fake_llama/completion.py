@@ -17,14 +17,21 @@ from harness.fake_llama.config import generation_settings
 from harness.fake_llama.faults import Faults
 from harness.fake_llama.generate import Generation
 from harness.fake_llama.jobs import BaseJob
+from harness.fake_llama.messages_api import MessagesPayloads
 from harness.fake_llama.meter import TokenMeter
-from harness.fake_llama.payloads import CompletionPayloads, completion_id
+from harness.fake_llama.payloads import CompletionPayloads, StreamPayloads, completion_id
+from harness.fake_llama.responses_api import ResponsesPayloads
 
 __all__ = ["CompletionJob"]
 
 
 class CompletionJob(BaseJob):
-    """One completion request (chat / OpenAI text / native); subclasses deliver it."""
+    """One completion request; subclasses deliver it.
+
+    ``kind``: ``chat``, ``cmpl`` (OpenAI text), ``native`` (``/completion``), ``resp``
+    (OpenAI Responses) or ``anthropic`` (Anthropic Messages); the last two arrive with
+    ``body`` already converted to a chat body, as llama-server converts them.
+    """
 
     def __init__(
         self,
@@ -42,14 +49,28 @@ class CompletionJob(BaseJob):
         self.rng = rng
         self.stream = body.get("stream") is True
         self.meter = TokenMeter(self.reactor, gen.n_prompt)
-        self.payloads = CompletionPayloads(
-            kind,
+        self.payloads = self._payloads(body, server)
+
+    def _payloads(self, body: dict[str, Any], server: ServerView) -> StreamPayloads:
+        """The shapes of the API this request came in by (``kind``)."""
+        created = int(self.reactor.seconds())
+        alias = server.config.model_alias
+        if self.kind == "resp":
+            return ResponsesPayloads(
+                self.gen, self.meter, rng=self.rng, created=created, alias=alias
+            )
+        if self.kind == "anthropic":
+            return MessagesPayloads(
+                self.gen, self.meter, msg_id=completion_id(self.rng), alias=alias
+            )
+        return CompletionPayloads(
+            self.kind,
             body,
-            gen,
+            self.gen,
             self.meter,
-            cmpl_id=completion_id(rng),
-            created=int(self.reactor.seconds()),
-            alias=server.config.model_alias,
+            cmpl_id=completion_id(self.rng),
+            created=created,
+            alias=alias,
             settings={**generation_settings(server.config), "stream": self.stream},
         )
 

@@ -10,20 +10,51 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from harness.fake_llama._http import FINGERPRINT
 from harness.fake_llama.generate import Generation, prompt_text
 from harness.fake_llama.meter import TokenMeter
 
-__all__ = ["CompletionPayloads", "completion_id"]
+__all__ = ["CompletionPayloads", "SseEvent", "StreamPayloads", "completion_id", "random_id"]
 
 _ID_ALPHABET = string.digits + string.ascii_lowercase + string.ascii_uppercase
+
+SseEvent = tuple[str | None, dict[str, Any] | str]
+"""One SSE event to write: its ``event:`` name (None: a bare ``data:``) and its data."""
 
 
 def completion_id(rng: random.Random) -> str:
     """``chatcmpl-`` and 24 characters, like llama-server's ids."""
-    return "chatcmpl-" + "".join(rng.choice(_ID_ALPHABET) for _ in range(24))
+    return "chatcmpl-" + random_id(rng, 24)
+
+
+def random_id(rng: random.Random, n: int = 32) -> str:
+    """``n`` characters of llama-server's ``random_string()`` alphabet, from ``rng``."""
+    return "".join(rng.choice(_ID_ALPHABET) for _ in range(n))
+
+
+class StreamPayloads(Protocol):
+    """What the stream and plain jobs need of one API's shapes (see ``stream.py``).
+
+    ``CompletionPayloads`` is the OpenAI chat / text and native one;
+    ``responses_api.ResponsesPayloads`` and ``messages_api.MessagesPayloads`` the others.
+    """
+
+    done_marker: str | None  # data after the last event (``[DONE]``), or None
+    legacy_done: str | None  # data after the legacy ``error:`` line, or None
+
+    def token_events(self, index: int, token: str, slot: int) -> list[SseEvent]:
+        """The events that carry token number ``index`` (the first one opens the stream)."""
+
+    def final_events(self, slot: int) -> list[SseEvent]:
+        """The events after the last token (not ``done_marker``)."""
+
+    def error_event(self, error: dict[str, Any]) -> SseEvent:
+        """The mid-stream error event carrying llama-server's error object."""
+
+    def full_response(self, slot: int) -> dict[str, Any]:
+        """The non-stream body."""
 
 
 class CompletionPayloads:
@@ -53,6 +84,24 @@ class CompletionPayloads:
         self.include_usage = (
             kind == "chat" and isinstance(opts, dict) and opts.get("include_usage") is True
         )
+        self.done_marker: str | None = None if kind == "native" else "[DONE]"
+        self.legacy_done: str | None = "[DONE]"  # the old dialect ended every stream so
+
+    def token_events(self, index: int, token: str, slot: int) -> list[SseEvent]:
+        """A chat stream opens with the role chunk; every token is one chunk."""
+        events: list[SseEvent] = []
+        if index == 0 and self.kind == "chat":
+            events.append((None, self.chat_delta({"role": "assistant", "content": None})))
+        events.append((None, self.token_event(token, slot)))
+        return events
+
+    def final_events(self, slot: int) -> list[SseEvent]:
+        """The finish chunk (and usage chunk) or the native ``stop: true`` object."""
+        return [(None, payload) for payload in self.final_payloads(slot)]
+
+    def error_event(self, error: dict[str, Any]) -> SseEvent:
+        """``data: {"error": {...}}`` (llama-server's ``format_oai_sse``)."""
+        return None, {"error": error}
 
     def _chunk_base(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""Generation routes: chat, OpenAI and native completions, embeddings.
+"""Generation routes: chat, OpenAI and native completions, Responses, Anthropic, embeddings.
 
 Each validates the body like llama-server, plans the text and the faults, and
 hands the request to a job that answers later (``NOT_DONE_YET``).
@@ -17,7 +17,9 @@ from harness.fake_llama.completion import CompletionJob
 from harness.fake_llama.embedding import EmbeddingJob
 from harness.fake_llama.fault_control import new_request_rng, request_faults
 from harness.fake_llama.generate import RequestError, plan_generation, tokenize
+from harness.fake_llama.messages_api import anthropic_to_chat
 from harness.fake_llama.plain import PlainCompletionJob
+from harness.fake_llama.responses_api import responses_to_chat
 from harness.fake_llama.stream import StreamCompletionJob
 from harness.fake_llama.validate import (
     check_field_types,
@@ -32,6 +34,8 @@ __all__ = [
     "post_completion_oai",
     "post_embeddings_native",
     "post_embeddings_oai",
+    "post_messages",
+    "post_responses",
 ]
 
 
@@ -50,13 +54,29 @@ def post_completion_native(server: ServerView, request: Request) -> Any:
     return _completion(server, request, "native", require_native_prompt)
 
 
+def post_responses(server: ServerView, request: Request) -> Any:
+    """``/v1/responses``, ``/responses``: converted to a chat request, then generated."""
+    return _completion(server, request, "resp", validate_chat, responses_to_chat)
+
+
+def post_messages(server: ServerView, request: Request) -> Any:
+    """``/v1/messages`` (Anthropic): converted to a chat request, then generated."""
+    return _completion(server, request, "anthropic", validate_chat, anthropic_to_chat)
+
+
 def _completion(
-    server: ServerView, request: Request, kind: str, check: Callable[[Any], None]
+    server: ServerView,
+    request: Request,
+    kind: str,
+    check: Callable[[Any], None],
+    convert: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Any:
     if server.config.embeddings:
         msg = "This server does not support completions. Start it without `--embeddings`"
         return json_response(request, 501, error_body(501, msg))
     body = read_json(request)
+    if convert is not None:
+        body = convert(body)
     check(body)
     return _generate(server, request, kind, body)
 
@@ -66,7 +86,8 @@ def _generate(server: ServerView, request: Request, kind: str, body: dict[str, A
     rng = new_request_rng(server)
     faults = request_faults(server, request, rng)
     # A chat request is counted by its rendered template; its text never depends on it.
-    prompt = server.chat_template.render(body["messages"]) if kind == "chat" else None
+    chat = kind in ("chat", "resp", "anthropic")
+    prompt = server.chat_template.render(body["messages"]) if chat else None
     gen = plan_generation(
         body,
         server.config.seed,

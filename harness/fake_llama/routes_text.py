@@ -1,4 +1,5 @@
-"""Text utility routes: ``/tokenize``, ``/detokenize``, ``/apply-template``, and the
+"""Text utility routes: ``/tokenize``, ``/detokenize``, ``/apply-template``, the token
+counts of the Responses and Anthropic APIs, and the
 abilities the fake's "model" lacks (``/infill``, ``/rerank``: 501)."""
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from twisted.web.server import Request
 from harness.fake_llama._http import error_body, json_bool, json_response, read_json
 from harness.fake_llama._server_view import ServerView
 from harness.fake_llama.generate import VOCABULARY, RequestError, token_id, tokenize
+from harness.fake_llama.messages_api import anthropic_to_chat
+from harness.fake_llama.responses_api import responses_to_chat
 from harness.fake_llama.validate import validate_chat
 
 __all__ = [
     "post_apply_template",
+    "post_count_tokens",
     "post_detokenize",
     "post_infill",
     "post_rerank",
+    "post_responses_input_tokens",
     "post_tokenize",
 ]
 
@@ -58,6 +63,25 @@ def post_apply_template(server: ServerView, request: Request) -> bytes:
     validate_chat(body)
     prompt = server.chat_template.render(body["messages"])
     return json_response(request, 200, {"prompt": prompt})
+
+
+def post_count_tokens(server: ServerView, request: Request) -> bytes:
+    """``/v1/messages/count_tokens``: the converted request's prompt size."""
+    chat = anthropic_to_chat(read_json(request))
+    return json_response(request, 200, {"input_tokens": _prompt_tokens(server, chat)})
+
+
+def post_responses_input_tokens(server: ServerView, request: Request) -> bytes:
+    """``/v1/responses/input_tokens``: the same count, with OpenAI's ``object``."""
+    chat = responses_to_chat(read_json(request))
+    body = {"input_tokens": _prompt_tokens(server, chat), "object": "response.input_tokens"}
+    return json_response(request, 200, body)
+
+
+def _prompt_tokens(server: ServerView, chat: dict[str, Any]) -> int:
+    # The count a generation of this body reports as its prompt tokens.
+    validate_chat(chat)
+    return len(tokenize(server.chat_template.render(chat["messages"])))
 
 
 def post_infill(server: ServerView, request: Request) -> bytes:

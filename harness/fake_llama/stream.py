@@ -17,13 +17,19 @@ from harness.fake_llama._http import dumps, error_body
 from harness.fake_llama._transport import split_point
 from harness.fake_llama.completion import CompletionJob
 from harness.fake_llama.jobs import Terminated
+from harness.fake_llama.payloads import SseEvent
 from server_core.sse import encode_comment, encode_event
 
 __all__ = ["StreamCompletionJob"]
 
 
 class StreamCompletionJob(CompletionJob):
-    """``stream`` true: role chunk, one event per token, final chunks, ``[DONE]``."""
+    """``stream`` true: the API's opening events, one per token, its final events.
+
+    What the events contain is the API's ``StreamPayloads`` (chat, text, native,
+    Responses, Anthropic); this class only writes them and applies the faults, so
+    every fault works the same way in every API.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,18 +48,17 @@ class StreamCompletionJob(CompletionJob):
         await self.terminal_faults(0)
         await self.sleep(self.faults.ttft)
         self.meter.first_token()
-        chat = self.kind == "chat"
+        payloads = self.payloads
         for i, token in enumerate(self.gen.tokens):
-            if i == 0 and chat:
-                await self.emit(self.payloads.chat_delta({"role": "assistant", "content": None}))
-            elif i:
+            if i:
                 await self.sleep(self.token_gap())
             self.meter.n_sent = i + 1
-            await self.emit(self.payloads.token_event(token, self.slot_id))
-        for payload in self.payloads.final_payloads(self.slot_id):
-            await self.emit(payload)
-        if self.kind != "native":
-            await self.emit("[DONE]")
+            for event in payloads.token_events(i, token, self.slot_id):
+                await self.emit(event)
+        for event in payloads.final_events(self.slot_id):
+            await self.emit(event)
+        if payloads.done_marker is not None:
+            await self.emit((None, payloads.done_marker))
         req.finish()
         self.server.stats.completed += 1
         self.server.debug(
@@ -93,9 +98,10 @@ class StreamCompletionJob(CompletionJob):
 
     # -- events ----------------------------------------------------------------------
 
-    def _encode(self, payload: dict[str, Any] | str) -> bytes:
+    def _encode(self, event: SseEvent) -> bytes:
+        name, payload = event
         data = payload if isinstance(payload, str) else dumps(payload)
-        return encode_event(data, line_end=self.line_end)
+        return encode_event(data, event=name, line_end=self.line_end)
 
     async def _write_frame(self, frame: bytes) -> None:
         if not self.alive():
@@ -115,9 +121,9 @@ class StreamCompletionJob(CompletionJob):
             self.request.write(frame)
         self._arm_ping()
 
-    async def emit(self, payload: dict[str, Any] | str) -> None:
-        """Write the next data event, then apply the faults keyed on its number."""
-        frame = self._encode(payload)
+    async def emit(self, event: SseEvent) -> None:
+        """Write the next event, then apply the faults keyed on its number."""
+        frame = self._encode(event)
         await self._write_frame(frame)
         self.events += 1
         n = self.events
@@ -137,7 +143,7 @@ class StreamCompletionJob(CompletionJob):
         self.meter.account(self.server.stats)
         if f.error_after == n:
             err = error_body(500, f"fault injected by fake-llama-server (error_after={n})")
-            await self._write_frame(self._encode(err))
+            await self._write_frame(self._encode(self.payloads.error_event(err["error"])))
             self.request.finish()
         elif f.legacy_error_after == n:
             await self._legacy_error(n)
@@ -153,7 +159,8 @@ class StreamCompletionJob(CompletionJob):
         le = self.line_end
         err = error_body(500, f"fault injected by fake-llama-server (legacy_error_after={n})")
         await self._write_frame(f"error: {dumps(err)}{le}{le}".encode())
-        await self._write_frame(self._encode("[DONE]"))
+        if self.payloads.legacy_done is not None:
+            await self._write_frame(self._encode((None, self.payloads.legacy_done)))
 
     async def _cut(self, n: int) -> None:
         """``close`` / ``drop`` / ``reset`` / ``crash`` after event ``n``."""
