@@ -50,11 +50,12 @@ def event_names(seen: list[Seen]) -> list[str]:
     return [s.name or "?" for s in seen]
 
 
-def framing_problems(r: StreamResult, *, typed: bool) -> list[str]:
+def framing_problems(r: StreamResult, *, typed: StreamDialect | None = None) -> list[str]:
     """What is wrong with the framing: no data, non-JSON data, extra fields, names.
 
     ``typed``: every payload must carry a string ``type``, equal to the ``event:``
-    field when there is one (the Responses and Messages APIs name every event).
+    field when there is one (the Responses and Messages APIs name every event); an
+    error event (as this dialect reads it) is judged by the ending checks instead.
     """
     problems = []
     for i, ev in enumerate(r.events):
@@ -67,7 +68,7 @@ def framing_problems(r: StreamResult, *, typed: bool) -> list[str]:
         if why is not None:
             problems.append(f"event {i} data is not a JSON object: {ev.data[:60]!r}")
             continue
-        if not typed:
+        if typed is None or typed.read(ev)[0] is Frame.ERROR:
             continue
         kind = payload.get("type")
         if not isinstance(kind, str):

@@ -89,7 +89,7 @@ async def messages_nonstream_shape(ctx: Context) -> str:
 async def messages_stream_framing(ctx: Context) -> str:
     r = await ctx.messages(stream=True)
     require_sse(r)
-    problems = framing_problems(r, typed=True)
+    problems = framing_problems(r, typed=DIALECT)
     if problems:
         raise fail("; ".join(problems[:4]))
     return f"{r.n_events} events"

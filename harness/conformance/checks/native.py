@@ -49,7 +49,7 @@ async def native_completion_nonstream(ctx: Context) -> str:
 async def native_stream_framing(ctx: Context) -> str:
     r = await ctx.native(stream=True)
     require_sse(r)
-    problems = framing_problems(r, typed=False)
+    problems = framing_problems(r)
     if problems:
         raise fail("; ".join(problems[:4]))
     return f"{r.n_events} events"

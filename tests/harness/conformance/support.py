@@ -52,6 +52,12 @@ FAKE_FAILS = {
     "errors.empty_messages",
     # llama-server answers a JSON parse error with 500 (nlohmann's exception text).
     "errors.invalid_json",
+    # llama-server's Anthropic conversion throws a runtime_error for a missing
+    # "messages": 500, with its OpenAI-shaped error body, not Anthropic's.
+    "messages.errors.missing_messages",
+    "messages.errors.shape",
+    # It skips a "messages" that is not an array and generates from nothing: 200.
+    "messages.errors.messages_type",
 }
 AUTH_CHECKS = {"auth.missing_key", "auth.wrong_key"}
 KEY = "conformance-key"
