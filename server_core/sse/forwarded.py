@@ -214,13 +214,21 @@ class ForwardedSse:
 
         Like ``_same_created``: a plain string replacement of the compact ``"model":...``
         member (it cannot occur inside a string value, whose quotes are escaped), a
-        re-encode only when the upstream spaced it differently.
+        re-encode only when the upstream spaced it differently. Responses and Anthropic
+        streams name it one level down, in ``response`` and ``message``.
         """
-        model = payload.get("model")
         wanted = self._model_name
-        if wanted is None or model is None or model == wanted:
+        if wanted is None:
             return data_str
-        payload["model"] = wanted
+        holder = payload
+        for key in ("response", "message"):
+            inner = payload.get(key)
+            if "model" not in payload and isinstance(inner, dict) and "model" in inner:
+                holder = inner
+        model = holder.get("model")
+        if model is None or model == wanted:
+            return data_str
+        holder["model"] = wanted
         member = '"model":' + json.dumps(model, ensure_ascii=False)
         if isinstance(model, str) and data_str.count(member) == 1:
             return data_str.replace(member, '"model":' + json.dumps(wanted, ensure_ascii=False))

@@ -80,6 +80,7 @@ def start(**kw: Any) -> tuple[Request, Response, ForwardedSse, Clock, list[Endin
         keepalive_interval=kw.get("keepalive", 15.0),
         idle_timeout=kw.get("idle", 300.0),
         dialect=kw.get("dialect", CHAT),
+        model_name=kw.get("model_name"),
     )
     endings: list[Ending] = []
     relay.relay().addCallback(endings.append)

@@ -194,3 +194,25 @@ def test_stall_in_messages_is_an_anthropic_error() -> None:
     assert endings == [Ending.ERROR]
     _, payload = last_error(request, MESSAGES)
     assert "no data for 30 s" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "payload", "event"),
+    [
+        (RESPONSES, {"type": "response.created", "response": {"model": "gemma", "id": "r"}},
+         "response.created"),
+        (MESSAGES, {"type": "message_start", "message": {"model": "gemma", "id": "m"}},
+         "message_start"),
+        (CHAT, {"model": "gemma", "choices": []}, None),
+    ],
+)  # fmt: skip
+def test_the_model_is_the_name_the_client_asked_for_in_every_dialect(
+    dialect: StreamDialect, payload: dict[str, Any], event: str | None
+) -> None:
+    request, response, _, _, _ = start(dialect=dialect, model_name="gpt-4o-mini")
+    response.send(frame(payload, event))
+    (out,) = [e for e in events(request) if isinstance(e, Event)]
+    got = json.loads(out.data or "")
+    holder = got.get("response") or got.get("message") or got
+    assert holder["model"] == "gpt-4o-mini" and out.event == event
+    assert json.dumps(got).count("gemma") == 0
