@@ -64,6 +64,7 @@ async def managed(
     *,
     executable: str | None = None,
     model: str | None = None,
+    names: dict[str, list[str]] | None = None,
     **llama: Any,
 ) -> AsyncIterator[Managed]:
     """server_core in-process with managed aliases (each: its extra llama-server flags).
@@ -92,6 +93,8 @@ async def managed(
             f"    model: {json.dumps(path)}",
             f"    context_params: {json.dumps(flags)}",
         ]
+        if names and name in names:
+            lines.append(f"    names: {json.dumps(names[name])}")
     config = parse_config("\n".join(lines) + "\n", file=str(tmp_path / "managed.yaml"))
     service = make_service(config, reactor)
     listener = list(service)[-1]
