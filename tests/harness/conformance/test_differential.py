@@ -26,7 +26,8 @@ from harness.conformance import (
 )
 from harness.fake_llama import FakeConfig, start_fake_server
 from tests.harness.conformance.planted_dialects import planted_dialects
-from tests.harness.conformance.support import free_port, reactor, run_child
+from tests.harness.conformance.support import FAKE_FAILS, free_port, reactor, run_child
+from tests.integration.stack import stack
 
 # Checks that judge a stream's ending: every dialect's must differ under error_after=2.
 ENDINGS = {
@@ -165,3 +166,16 @@ async def test_cli_differential_exit_codes(tmp_path: Path) -> None:
         same = ["--target", good, "--reference", good, "--model", "planted", *only]
         code, out, err = await run_child(cli(*same), tmp_path)
         assert code == 0 and "0 unexpected and 0 allowed" in out, out + err
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_core_differs_from_its_upstream_only_where_it_fixes_a_deviation() -> None:
+    # server_core passes every check; the fake behind it fails llama-server's deviations.
+    async with stack(server_yaml="  keepalive_interval: 0.01") as s:
+        diff = await run_differential(s.url, s.fake.url, "fake", reactor=reactor)
+        allowed = await run_differential(
+            s.url, s.fake.url, "fake", reactor=reactor, allow=sorted(FAKE_FAILS)
+        )
+    assert {d.name for d in diff.diffs} == FAKE_FAILS, diff_text(diff)
+    assert all((d.target_result, d.reference_result) == (PASS, FAIL) for d in diff.diffs)
+    assert allowed.ok and len(allowed.allowed) == len(FAKE_FAILS), diff_text(allowed)
