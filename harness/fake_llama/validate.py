@@ -122,9 +122,11 @@ def _check_content_part(part: Any) -> None:
     if ptype == "text":
         return
     if ptype in ("image_url", "input_audio"):
+        # A std::runtime_error in oaicompat_content_load_media: ex_wrapper answers 500.
+        media = "image" if ptype == "image_url" else "audio"
         msg = (
-            "image input is not supported - hint: if this is unexpected, you may need "
+            f"{media} input is not supported - hint: if this is unexpected, you may need "
             "to provide the mmproj"
         )
-        raise RequestError(400, msg, _INVALID)
+        raise RequestError(500, msg, "server_error")
     raise RequestError(400, "unsupported content[].type", _INVALID)
