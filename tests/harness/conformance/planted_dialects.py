@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from harness.conformance.checks.native import ROUND_TRIP_TEXT
 from server_core.sse import encode_event
@@ -62,6 +62,7 @@ MODES: dict[str, set[str]] = {
     "msg_bodies": {"messages.nonstream.shape", "messages.count_tokens"},
     "native_after_stop": {"native.stream.stop_last", "native.stream.content"},
     "native_no_stop": {"native.stream.stop_last"},
+    "native_hang": {"native.stream.stop_last"},
     "native_not_json": {
         "native.stream.framing",
         "native.stream.stop_last",
@@ -266,7 +267,11 @@ class PlantedDialects(Resource):
     def _count_tokens(self, request: Request, body: dict[str, Any]) -> bytes:
         return self._json(request, {"input_tokens": "5" if self.mode == "msg_bodies" else 5})
 
-    def _native(self, request: Request, body: dict[str, Any]) -> bytes:
+    def _native(self, request: Request, body: dict[str, Any]) -> Any:
+        if body.get("stream") and self.mode == "native_hang":
+            # A complete stream whose body never ends: the connection stays open.
+            request.write(self._sse(request, native_stream(self.mode)))
+            return NOT_DONE_YET
         if body.get("stream"):
             return self._sse(request, native_stream(self.mode))
         if self.mode == "native_nonstream":
