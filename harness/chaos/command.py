@@ -68,6 +68,12 @@ def _fault_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--kinds", metavar="K,K", help="only these fault kinds (see --list-kinds)")
     faults.add_argument("--exclude-kinds", metavar="K,K", help="leave these fault kinds out")
     faults.add_argument("--list-kinds", action="store_true", help="print the fault kinds and exit")
+    faults.add_argument(
+        "--dialects",
+        metavar="D,D",
+        help="request dialects to draw from: chat, completions, responses, messages, native "
+        "(default: every one the target serves, probed)",
+    )
     faults.add_argument("--fakes", type=int, default=2, help="spawn: fake upstreams (2)")
     faults.add_argument(
         "--proxies", type=int, default=3, help="spawn: netfault lanes (3; 0 = none)"

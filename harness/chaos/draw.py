@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
 
+from harness.chaos.bodies import build_body, draw_endpoint, generation_body
 from harness.chaos.draw_extra import (
     LIVE_SUBKINDS,
     draw_embeddings_request,
@@ -25,7 +25,6 @@ from harness.chaos.draw_extra import (
 from harness.chaos.drawn import Faults, Request
 from harness.chaos.kinds import (
     CHAT,
-    COMPLETIONS,
     DIRECT,
     EITHER,
     FAIL,
@@ -36,7 +35,7 @@ from harness.chaos.kinds import (
     NEW_KINDS,
     STARTUP,
 )
-from harness.chaos.plan import PlanSettings, RequestPlan, stream_events
+from harness.chaos.plan import PlanSettings, RequestPlan, first_token_event, stream_events
 from harness.chaos.toxics import draw_toxic
 from harness.fake_llama import plan_generation
 
@@ -118,25 +117,17 @@ def _draw_request(s: PlanSettings, rng: random.Random, seed: int, index: int, ki
     route, alias = _draw_route(s, rng, kind)
     forced = ("disconnect", "duplicate", "crlf", "ping", "freeze")
     stream = kind in forced or rng.random() < s.stream_ratio
-    # A frozen child must still owe a token after the role chunk: chat only.
-    endpoint = CHAT if rng.random() < 0.85 or kind == "freeze" else COMPLETIONS
+    endpoint = draw_endpoint(s.dialects, rng.random(), kind)
     words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4)))
     prompt = f"chaos {seed} request {index}: {words}"
-    body: dict[str, Any] = {"model": alias or ""}
-    if endpoint == CHAT:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    body["stream"] = stream
-    if rng.random() < 0.7:
-        body["max_tokens"] = rng.randint(1, 24)
+    max_tokens = rng.randint(1, 24) if rng.random() < 0.7 else None
     include_usage = stream and endpoint == CHAT and rng.random() < 0.2
-    if include_usage:
-        body["stream_options"] = {"include_usage": True}
+    body = build_body(endpoint, alias or "", prompt, max_tokens, stream, include_usage)
+    gen_body = generation_body(endpoint, body)
     if s.n_ctx is None:
-        gen = plan_generation(body, s.fake_seed)
+        gen = plan_generation(gen_body, s.fake_seed)
     else:
-        gen = plan_generation(body, s.fake_seed, n_ctx=s.n_ctx)
+        gen = plan_generation(gen_body, s.fake_seed, n_ctx=s.n_ctx)
     tokens = tuple(gen.tokens)
     n_events = stream_events(endpoint, len(tokens), include_usage) if stream else 0
     return Request(route, alias, endpoint, body, tokens, gen.finish_reason, n_events)
@@ -277,10 +268,9 @@ def _ms(seconds: float) -> str:
 
 
 def _duplicated_text(endpoint: str, tokens: Sequence[str], n: int) -> str | None:
-    """The text when data event ``n`` reaches the client twice (a relay that passes
-    upstream events through as they are), or None when event ``n`` carries no text."""
-    first_token_event = 2 if endpoint == CHAT else 1
-    k = n - first_token_event
+    """The text when event ``n`` reaches the client twice (a relay that passes upstream
+    events through as they are), or None when event ``n`` carries no text."""
+    k = n - first_token_event(endpoint)
     if 0 <= k < len(tokens):
         return "".join(tokens[: k + 1]) + "".join(tokens[k:])
     return None

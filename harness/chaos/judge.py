@@ -4,19 +4,25 @@ Pure code. ``judge(plan, result, expected_model=...)`` returns the violations of
 ``StreamResult`` (an empty list = honest). The rules, in the words of the architecture's
 invariants:
 
-* every response ends exactly once, in one honest way: ``done`` (``[DONE]`` after the
-  whole stream / a whole JSON body), ``http_error`` (a status >= 400 with a JSON error
-  body, before any byte of the body), or ``error_event`` (one SSE error event after the
-  headers). ``truncated``, ``timeout`` and ``connect_error`` are never honest;
+* every response ends exactly once, in one honest way: ``done`` (the complete ending of
+  its stream dialect after the whole stream: ``[DONE]`` for chat and completions,
+  ``response.completed``, ``message_stop``, native's ``"stop": true``; or a whole JSON
+  body), ``http_error`` (a status >= 400 with a JSON error body, before any byte of the
+  body), ``error_event`` (one SSE error event of the dialect after the headers) or
+  ``final_event`` (``response.failed``/``response.incomplete``: honest, but a failure).
+  ``truncated`` (no complete ending, no error event), ``timeout`` and ``connect_error``
+  are never honest. The client reads each stream by the dialect of its path;
 * ``done`` only when the whole text arrived: it equals the fake's deterministic text for
-  the request, with its ``finish_reason``. For ``duplicate_after`` a relay that passes the
+  the request, with its ``finish_reason`` (not for Responses: llama-server's stream has
+  none). For ``duplicate_after`` a relay that passes the
   upstream's events through as they are shows one token twice; that text is accepted
   (so is the plain text, from a relay that drops the duplicate);
 * a fault that must end the response (reset, close, error, stall, crash, hang, status, a
   netfault reset/timeout, ...) makes ``done`` a violation, unless the SPEC had ``p<1``
   and the text is whole (the fake skipped the fault);
-* nothing after ``[DONE]``, no ``[DONE]`` after an error, no event after an error, no
-  invalid JSON event, one stream id, the model of the alias that was asked for;
+* nothing after the complete ending, no complete ending after an error, no event after
+  an error (so exactly one error event), no invalid JSON event, one stream id, the
+  model of the alias that was asked for;
 * the response ended before its deadline (fault delays + margin).
 """
 
@@ -33,30 +39,32 @@ from harness.client import (
     DISCONNECTED,
     DONE,
     ERROR_EVENT,
+    FINAL_EVENT,
     HTTP_ERROR,
     TIMEOUT,
     TRUNCATED,
     StreamResult,
 )
 
-__all__ = ["VIOLATION_CODES", "Violation", "judge"]
+__all__ = ["VIOLATION_CODES", "Violation", "ending_name", "judge"]
 
 # Every violation code, with what it means (the report prints these).
 VIOLATION_CODES: dict[str, str] = {
-    "truncated": "the response ended without [DONE], without an error event or HTTP error",
+    "truncated": "the stream ended without its dialect's complete ending, error event or "
+    "HTTP error",
     "timeout": "the response had not ended at the client's timeout (deadline + grace)",
     "connect_error": "the server refused the connection",
     "late": "the response ended after its deadline",
-    "done_despite_fault": "[DONE] although the fault must have ended the response",
-    "done_incomplete": "[DONE] after a prefix of the text: a cut stream looked complete",
-    "wrong_text": "[DONE] with a text that is not the one the upstream generated",
-    "wrong_finish": "[DONE] with a finish_reason other than the upstream's",
+    "done_despite_fault": "a complete ending although the fault must have ended the response",
+    "done_incomplete": "a complete ending after a prefix of the text: a cut stream looked complete",
+    "wrong_text": "a complete ending with a text that is not the one the upstream generated",
+    "wrong_finish": "a complete ending with a finish_reason other than the upstream's",
     "wrong_embedding": "an embeddings answer without the upstream's vectors",
     "wrong_model": "the model field is not the one of the alias asked for",
     "multiple_ids": "more than one completion id in one stream",
-    "after_done": "data after [DONE]",
-    "done_after_error": "[DONE] after an error event",
-    "after_error": "another data event after an error event",
+    "after_done": "data after the complete ending",
+    "done_after_error": "a complete ending after an error event",
+    "after_error": "another event after an error event (more than one error event)",
     "invalid_json": "a data event that is not a JSON object reached the client",
     "error_in_200": "a non-stream 2xx answer whose JSON body is an error",
     "bad_error_status": "an HTTP error with a status below 400",
@@ -132,6 +140,8 @@ def _judge_ending(plan: RequestPlan, result: StreamResult, deadline: float, v: _
         if not isinstance(result.error, dict):
             v("bad_error_body", f"status {result.status}, body not a JSON error object")
         _judge_failure(plan, result, v)
+    elif outcome == FINAL_EVENT:
+        _judge_failure(plan, result, v)
     elif outcome == ERROR_EVENT:
         if not result.is_sse:
             v("error_in_200", f"status {result.status} with an error JSON body")
@@ -142,12 +152,13 @@ def _judge_ending(plan: RequestPlan, result: StreamResult, deadline: float, v: _
 
 def _judge_never_seen(result: StreamResult, expected_model: str | None, v: _Report) -> None:
     """What must never be seen, whatever the ending."""
+    ending = ending_name(result.dialect)
     if result.after_done:
-        v("after_done", "bytes arrived after data: [DONE]")
+        v("after_done", f"bytes arrived after {ending}")
     if result.done_after_error:
-        v("done_after_error", "data: [DONE] followed an error event")
+        v("done_after_error", f"{ending} followed an error event")
     if result.after_error:
-        v("after_error", "a data event followed an error event")
+        v("after_error", "another event followed an error event")
     if result.invalid_json:
         v("invalid_json", f"{result.invalid_json} data event(s) not a JSON object")
     if len(result.ids) > 1:
@@ -157,25 +168,39 @@ def _judge_never_seen(result: StreamResult, expected_model: str | None, v: _Repo
             v("wrong_model", f"model {result.model!r}, expected {expected_model!r}")
 
 
+def ending_name(dialect: str) -> str:
+    """How the complete ending of a stream dialect is called in a violation's detail."""
+    return _ENDINGS.get(dialect, "[DONE]")
+
+
+_ENDINGS = {
+    "chat": "data: [DONE]",
+    "responses": "response.completed",
+    "messages": "message_stop",
+    "native": 'the "stop": true event',
+}
+
+
 def _judge_done(plan: RequestPlan, result: StreamResult, v: _Report) -> None:
     if plan.endpoint == EMBEDDINGS:
         _judge_embeddings(plan, result, v)
         return
     text = result.text
     whole = text == plan.text or (plan.alt_text is not None and text == plan.alt_text)
+    ending = ending_name(result.dialect) if plan.stream else "a 2xx answer"
     if plan.expect == FAIL and not (plan.skippable and whole):
         what = "the whole text" if whole else f"{len(text)} of {len(plan.text)} characters"
-        v("done_despite_fault", f"[DONE] with {what} despite {plan.spec or plan.kind}")
+        v("done_despite_fault", f"{ending} with {what} despite {plan.spec or plan.kind}")
         return
     if whole:
-        if result.finish_reason != plan.finish_reason:
+        if plan.dialect != "responses" and result.finish_reason != plan.finish_reason:
             v(
                 "wrong_finish",
                 f"finish_reason {result.finish_reason!r}, expected {plan.finish_reason!r}",
             )
         return
     if plan.text.startswith(text):
-        v("done_incomplete", f"[DONE] after {len(text)} of {len(plan.text)} characters")
+        v("done_incomplete", f"{ending} after {len(text)} of {len(plan.text)} characters")
     else:
         v("wrong_text", f"got {_short(text)!r}, expected {_short(plan.text)!r}")
 

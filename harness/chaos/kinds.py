@@ -1,4 +1,4 @@
-"""The chaos runner's vocabulary: fault kinds, routes, endpoints and expectations.
+"""The chaos runner's vocabulary: fault kinds, routes, endpoints, dialects, expectations.
 
 Pure data. ``KINDS`` is the whole mix (a row of the report each); a run enables the
 kinds it can exercise (``PlanSettings.enabled_kinds`` in ``harness.chaos.plan``).
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 __all__ = [
     "CHAT",
     "COMPLETIONS",
+    "DIALECT_ENDPOINTS",
+    "DIALECT_NAMES",
     "DIRECT",
     "EITHER",
     "EMBED",
@@ -21,16 +23,42 @@ __all__ = [
     "LANE",
     "LIVE",
     "MANAGED",
+    "MESSAGES",
+    "NATIVE",
     "NET_KINDS",
     "NEW_KINDS",
+    "RESPONSES",
     "STARTUP",
     "SUCCEED",
     "KindInfo",
+    "dialect_of",
 ]
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+NATIVE = "/completion"
+
+# The request dialects a run draws from (``--dialects``), each with its endpoint. The
+# stream each answers is read by ``server_core.sse.dialects`` (chat and completions
+# share the chat stream dialect; the run tells them apart, their bodies differ).
+DIALECT_ENDPOINTS: dict[str, str] = {
+    "chat": CHAT,
+    "completions": COMPLETIONS,
+    "responses": RESPONSES,
+    "messages": MESSAGES,
+    "native": NATIVE,
+}
+DIALECT_NAMES = tuple(DIALECT_ENDPOINTS)
+_DIALECT_OF = {path: name for name, path in DIALECT_ENDPOINTS.items()}
+
+
+def dialect_of(endpoint: str) -> str:
+    """The request dialect of ``endpoint`` (``embeddings`` for /v1/embeddings)."""
+    return _DIALECT_OF.get(endpoint, endpoint.rsplit("/", 1)[-1])
+
 
 # Routes: an external alias straight to a fake, the managed alias (server_core's own
 # child), or a netfault lane (an external alias whose upstream is a FaultProxy).

@@ -13,6 +13,7 @@ import random
 import sys
 from dataclasses import dataclass, replace
 
+from harness.chaos.bodies import normalise_dialects
 from harness.chaos.kinds import KINDS
 from harness.chaos.plan import PlanSettings
 from harness.chaos.stack import EMBED_ALIAS, LIVE_ALIAS, MANAGED_ALIAS, StackSettings
@@ -49,6 +50,9 @@ class ChaosOptions:
     keep_dir: bool = False
     strict: bool = False  # no "pool_race" excuse for unexpected failures
     kill_restart: bool = False  # spawn: SIGKILL server_core after the run, restart it
+    # The request dialects to draw from (kinds.DIALECT_NAMES order); None: every one the
+    # target serves, probed at the start of the run (harness.chaos.served).
+    dialects: tuple[str, ...] | None = None
 
     @property
     def spawn(self) -> bool:
@@ -86,6 +90,7 @@ class ChaosOptions:
         """What the run offers the draws (spawn: the stack's aliases and lanes)."""
         common = PlanSettings(
             kinds=self.kinds,
+            dialects=self.dialects or PlanSettings.dialects,
             stream_ratio=self.stream_ratio,
             fake_seed=self.fake_seed,
             delay_scale=self.delay_scale,
@@ -138,6 +143,8 @@ class ChaosOptions:
             "--only-request",
             str(index),
         ]
+        if self.dialects is not None:
+            argv += ["--dialects", ",".join(self.dialects)]
         if self.strict:
             argv.append("--strict")
         return argv
@@ -196,6 +203,7 @@ class ChaosOptions:
             keep_dir=args.keep_dir,
             strict=args.strict,
             kill_restart=args.kill_restart,
+            dialects=normalise_dialects(_names(args.dialects)) if args.dialects else None,
         )
         if not options.plan_settings().enabled_kinds():
             raise ValueError("no fault kind left to run (see --list-kinds)")
@@ -220,6 +228,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def _num(x: float) -> str:
     return f"{x:g}"
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _kind_list(text: str) -> list[str]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.chaos.kinds import CHAT, KINDS
+from harness.chaos.kinds import CHAT, COMPLETIONS, KINDS, MESSAGES, NATIVE, RESPONSES, dialect_of
 from harness.chaos.toxics import ToxicPlan
 
-__all__ = ["PlanSettings", "RequestPlan", "stream_events"]
+__all__ = ["PlanSettings", "RequestPlan", "first_token_event", "stream_events"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class PlanSettings:
     # Managed aliases whose child starts with a process fault: alias -> its SPEC.
     startup_aliases: tuple[tuple[str, str], ...] = ()
     freeze: bool = False  # SIGSTOP the managed child mid-stream (needs the managed alias)
+    # The request dialects drawn from (kinds.DIALECT_NAMES, in that order); the first
+    # mix's two by default, which draw exactly what runs drew before the others existed.
+    dialects: tuple[str, ...] = ("chat", "completions")
 
     def enabled_kinds(self) -> list[str]:
         """The kinds of the mix that this run can exercise, in table order."""
@@ -73,7 +76,7 @@ class RequestPlan:
     kind: str
     route: str  # DIRECT | MANAGED | LANE
     alias: str | None  # None for LANE (a free lane is picked at run time)
-    endpoint: str  # CHAT | COMPLETIONS
+    endpoint: str  # CHAT | COMPLETIONS | RESPONSES | MESSAGES | NATIVE | EMBEDDINGS
     body: dict[str, Any]
     spec: str  # X-Fault SPEC ("" = no header)
     toxic: ToxicPlan | None
@@ -105,6 +108,12 @@ class RequestPlan:
         return bool(self.body.get("stream"))
 
     @property
+    def dialect(self) -> str:
+        """The request dialect (``chat``, ``completions``, ``responses``, ``messages``,
+        ``native``; ``embeddings``), a row of the report's dialect table."""
+        return dialect_of(self.endpoint)
+
+    @property
     def text(self) -> str:
         """The whole text the fake generates for this request."""
         return "".join(self.tokens)
@@ -115,7 +124,7 @@ class RequestPlan:
             self.kind,
             self.route if self.alias is None else f"{self.route}:{self.alias}",
             "stream" if self.stream else "json",
-            "chat" if self.endpoint == CHAT else self.endpoint.rsplit("/", 1)[-1],
+            self.dialect,
         ]
         if self.spec:
             parts.append(f"X-Fault: {self.spec}")
@@ -137,6 +146,7 @@ class RequestPlan:
             "route": self.route,
             "alias": self.alias,
             "endpoint": self.endpoint,
+            "dialect": self.dialect,
             "stream": self.stream,
             "spec": self.spec,
             "toxic": None if self.toxic is None else self.toxic.describe(),
@@ -152,9 +162,23 @@ class RequestPlan:
 
 
 def stream_events(endpoint: str, n_tokens: int, include_usage: bool) -> int:
-    """Data events of a complete fake stream, ``[DONE]`` included (the fake's counting
-    rule): chat = role chunk + tokens + finish chunk (+ usage chunk) + [DONE];
-    completions = tokens + final chunk + [DONE]."""
-    if endpoint == CHAT:
-        return n_tokens + 3 + (1 if include_usage else 0)
-    return n_tokens + 2
+    """Events of a complete fake stream, the ending included (the fake's counting rule):
+    chat = role chunk + tokens + finish chunk (+ usage chunk) + [DONE]; completions =
+    tokens + final chunk + [DONE]; native = tokens + the ``stop: true`` event; Responses
+    = created, in_progress, output_item.added, content_part.added, a delta per token,
+    output_text.done, content_part.done, output_item.done, completed; Anthropic =
+    message_start, content_block_start, a delta per token, content_block_stop,
+    message_delta, message_stop."""
+    extra = {
+        CHAT: 3 + (1 if include_usage else 0),
+        COMPLETIONS: 2,
+        NATIVE: 1,
+        RESPONSES: 8,
+        MESSAGES: 5,
+    }
+    return n_tokens + extra[endpoint]
+
+
+def first_token_event(endpoint: str) -> int:
+    """The number of the event that carries the first token of a fake stream."""
+    return {CHAT: 2, COMPLETIONS: 1, NATIVE: 1, RESPONSES: 5, MESSAGES: 3}[endpoint]

@@ -1,9 +1,9 @@
 """``ChaosReport``: the result of a chaos run, as JSON and as the human report.
 
 The report holds the records and the after-run checks; it counts outcomes per fault
-kind (``kind_table``), and gives every violation the command that replays exactly that
-request (``ChaosOptions.reproduce_argv``). Exit status: 0 no violation, 1 violations,
-2 the stack did not start.
+kind (``kind_table``) and per request dialect (``dialect_table``), and gives every
+violation the command that replays exactly that request (``ChaosOptions.reproduce_argv``).
+Exit status: 0 no violation, 1 violations, 2 the stack did not start.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.chaos.judge import Violation
-from harness.chaos.kinds import KINDS
+from harness.chaos.kinds import DIALECT_NAMES, KINDS
 from harness.chaos.options import ChaosOptions
 from harness.chaos.records import Check, RequestRecord
 from harness.client import (
@@ -22,6 +22,7 @@ from harness.client import (
     DISCONNECTED,
     DONE,
     ERROR_EVENT,
+    FINAL_EVENT,
     HTTP_ERROR,
     TIMEOUT,
     TRUNCATED,
@@ -29,12 +30,22 @@ from harness.client import (
 
 __all__ = ["OUTCOME_COLUMNS", "ChaosReport"]
 
-OUTCOME_COLUMNS = (DONE, HTTP_ERROR, ERROR_EVENT, DISCONNECTED, TRUNCATED, TIMEOUT, CONNECT_ERROR)
+OUTCOME_COLUMNS = (
+    DONE,
+    HTTP_ERROR,
+    ERROR_EVENT,
+    FINAL_EVENT,
+    DISCONNECTED,
+    TRUNCATED,
+    TIMEOUT,
+    CONNECT_ERROR,
+)
 # Column heads of the text table, one per outcome.
 _SHORT = {
     DONE: "done",
     HTTP_ERROR: "http_err",
     ERROR_EVENT: "err_event",
+    FINAL_EVENT: "final",
     DISCONNECTED: "disconn",
     TRUNCATED: "trunc",
     TIMEOUT: "timeout",
@@ -100,6 +111,25 @@ class ChaosReport:
             }
         return table
 
+    def dialect_table(self) -> dict[str, dict[str, Any]]:
+        """Per request dialect (``chat``, ..., ``native``, ``embeddings``): requests,
+        outcome counts, violations, collateral."""
+        table: dict[str, dict[str, Any]] = {}
+        names = [*DIALECT_NAMES, *sorted({r.plan.dialect for r in self.records})]
+        for name in dict.fromkeys(names):
+            recs = [r for r in self.records if r.plan.dialect == name]
+            if not recs:
+                continue
+            outcomes = Counter(r.result.outcome for r in recs)
+            table[name] = {
+                "requests": len(recs),
+                "outcomes": {o: outcomes.get(o, 0) for o in OUTCOME_COLUMNS},
+                "violations": sum(len(r.violations) for r in recs),
+                "requests_with_violations": sum(1 for r in recs if r.violations),
+                "collateral": sum(1 for r in recs if r.collateral),
+            }
+        return table
+
     def to_json(self) -> dict[str, Any]:
         """The JSON report (``--json``): counts, violations, collateral, every record."""
         opts = self.options
@@ -121,6 +151,7 @@ class ChaosReport:
             "setup_error": self.setup_error,
             "outcomes": {o: outcomes.get(o, 0) for o in OUTCOME_COLUMNS},
             "kinds": self.kind_table(),
+            "dialects": self.dialect_table(),
             "violation_counts": dict(sorted(by_code.items())),
             "collateral_counts": dict(sorted(reasons.items())),
             "violations": [_violation_json(opts, r, v) for r, v in self.request_violations],
@@ -142,6 +173,7 @@ class ChaosReport:
         if self.setup_error:
             lines.append(f"SETUP FAILED: {self.setup_error}")
         lines += _table_lines(self.kind_table())
+        lines += _dialect_lines(self.dialect_table())
         reasons = Counter(r.collateral for r in self.records if r.collateral)
         if reasons:
             lines.append(
@@ -194,6 +226,7 @@ def _record_json(r: RequestRecord, t_first: float) -> dict[str, Any]:
     return {
         "index": r.plan.index,
         "kind": r.plan.kind,
+        "dialect": r.plan.dialect,
         "alias": r.alias,
         "spec": r.plan.spec,
         "toxic": None if r.plan.toxic is None else r.plan.toxic.describe(),
@@ -235,6 +268,23 @@ def _table_lines(table: dict[str, dict[str, Any]]) -> list[str]:
         + "".join(f"{totals[o]:>10}" for o in OUTCOME_COLUMNS)
         + f"{totals['collateral']:>8}{totals['violations']:>6}"
     )
+    return lines
+
+
+def _dialect_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-dialect table: the same requests as the kind table, by request dialect."""
+    head = (
+        f"{'dialect':<15}{'reqs':>6}"
+        + "".join(f"{_SHORT[o]:>10}" for o in OUTCOME_COLUMNS)
+        + f"{'collat':>8}{'viol':>6}"
+    )
+    lines = ["", head, "-" * len(head)]
+    for name, row in table.items():
+        lines.append(
+            f"{name:<15}{row['requests']:>6}"
+            + "".join(f"{row['outcomes'][o]:>10}" for o in OUTCOME_COLUMNS)
+            + f"{row['collateral']:>8}{row['violations']:>6}"
+        )
     return lines
 
 

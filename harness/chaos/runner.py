@@ -29,6 +29,7 @@ from harness.chaos.options import ChaosOptions
 from harness.chaos.plan import RequestPlan
 from harness.chaos.records import RequestRecord
 from harness.chaos.report import ChaosReport
+from harness.chaos.served import resolve_dialects
 from harness.chaos.stack import Lane, SpawnedStack
 from harness.client import StreamResult, stream_request
 from harness.netfault import Toxic
@@ -71,29 +72,35 @@ async def run_chaos(
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     started = time.time()
     t0 = reactor.seconds()
-    settings = options.plan_settings()
-    if options.only_request is not None:
-        plans = [generate_plans(settings, options.seed, options.only_request + 1)[-1]]
-    else:
-        plans = generate_plans(settings, options.seed, options.requests)
     if options.spawn:
-        return await _run_spawned(options, plans, reactor, say, (started, t0))
-    assert options.target is not None and options.model is not None
-    target = _Target(options.target, options.model, options.expect_model)
-    records = await _run_and_attribute(options, plans, target, reactor, say)
+        return await _run_spawned(options, reactor, say, (started, t0))
+    url, model = options.target, options.model
+    assert url is not None and model is not None
+    options, error = await resolve_dialects(options, url, model, reactor)
+    if error is not None:
+        return ChaosReport(options, [], [], started, 0.0, setup_error=error)
+    target = _Target(url, model, options.expect_model)
+    records = await _run_and_attribute(options, _plans(options), target, reactor, say)
     checks = await target_checks(options, reactor)
     return ChaosReport(options, records, checks, started, reactor.seconds() - t0)
 
 
+def _plans(options: ChaosOptions) -> list[RequestPlan]:
+    """The plans of the run (only the last one with ``--only-request``)."""
+    settings = options.plan_settings()
+    if options.only_request is not None:
+        return [generate_plans(settings, options.seed, options.only_request + 1)[-1]]
+    return generate_plans(settings, options.seed, options.requests)
+
+
 async def _run_spawned(
     options: ChaosOptions,
-    plans: Sequence[RequestPlan],
     reactor: Any,
     say: Say,
     times: tuple[float, float],
 ) -> ChaosReport:
-    """Spawn mode: start the stack, warm it up, run, check, and always stop it.
-    ``times`` is (wall clock, reactor clock) at the start of the run."""
+    """Spawn mode: start the stack, warm it up, see which dialects it serves, run,
+    check, and always stop it. ``times`` is (wall clock, reactor clock) at the start."""
     started, t0 = times
     say(f"chaos: starting {options.fakes} fakes, {options.proxies} lanes, server-core")
     try:
@@ -105,14 +112,18 @@ async def _run_spawned(
     try:
         say(f"chaos: server-core pid {stack.pid} on {stack.url} (dir {stack.tmpdir})")
         warm = await _warmup(stack, reactor)
+        if not warm:
+            alias = stack.settings.direct_aliases[0]
+            options, warm = await resolve_dialects(options, stack.url, alias, reactor)
         if warm:
             tail = "\n".join(stack.log_tail())
             return ChaosReport(
                 options, [], [], started, 0.0, setup_error=f"warmup failed: {warm}\n{tail}"
             )
+        say(f"chaos: dialects {', '.join(options.dialects or ())}")
         base_census = stack.census()
         base_rss = stack.rss_kib()
-        records = await _run_and_attribute(options, plans, stack, reactor, say)
+        records = await _run_and_attribute(options, _plans(options), stack, reactor, say)
         checks = await after_run_checks(options, stack, reactor, base_census, base_rss)
     finally:
         reactor.removeSystemEventTrigger(shutdown_trigger)
