@@ -19,7 +19,10 @@ reads the body, in this order:
    answered here with **204**; its other requests get ``Access-Control-Allow-Origin``.
 4. A ``POST`` with a body must say ``Content-Type: application/json`` (parameters such
    as ``charset`` allowed), else **415**: the forms and ``text/plain`` bodies a page can
-   send without a preflight are never parsed.
+   send without a preflight are never parsed. The one exception: a body for the raw
+   ``/upstream/`` pass-through (an audio upload, say) may have any type when the
+   request carries ``Authorization`` or ``X-Api-Key``, headers a page cannot add
+   without the preflight that step 2 refuses.
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ def _content_type_refusal(request: Request) -> ServerCoreError | None:
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
     if media == b"application/json":
         return None
+    if request.path.startswith(b"/upstream/") and _not_simple(request):
+        return None
     shown = (content_type or b"").decode("latin-1")[:100]
     said = f"Content-Type {shown!r}" if content_type is not None else "no Content-Type"
     return ServerCoreError(
@@ -183,6 +188,11 @@ def _content_type_refusal(request: Request) -> ServerCoreError | None:
         type="invalid_request_error",
         code="unsupported_media_type",
     )
+
+
+def _not_simple(request: Request) -> bool:
+    """Carries a header no page can send without a CORS preflight."""
+    return any(request.getHeader(name) for name in (b"authorization", b"x-api-key"))
 
 
 def _has_body(request: Request) -> bool:

@@ -245,6 +245,25 @@ def test_json_and_bodiless_posts_pass(content_type: str | None, body: bytes) -> 
     assert status == 200 and inner.reached == [b"/unload"]
 
 
+def test_an_upstream_upload_with_a_key_header_may_have_any_type() -> None:
+    stub, inner = guard()
+    url = "http://127.0.0.1:1135/upstream/whisper/v1/audio/transcriptions"
+    form = {"Content-Type": "multipart/form-data; boundary=x"}
+    upload = b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n--x--\r\n'
+    for key in ({"Authorization": "Bearer k"}, {"X-Api-Key": "k"}):
+        status, _, _ = call(stub, "POST", url, data=upload, headers={**form, **key})
+        assert status == 200
+    # Without such a header it is what any page could send: refused as before, and so is a
+    # form with a key header sent to a JSON route (those parse JSON only).
+    status, _, _ = call(stub, "POST", url, data=upload, headers=form)
+    assert status == 415
+    chat = "http://127.0.0.1:1135/v1/chat/completions"
+    status, _, _ = call(stub, "POST", chat, data=b"a=1", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Authorization": "Bearer k"})  # fmt: skip
+    assert status == 415
+    assert inner.reached == [b"/upstream/whisper/v1/audio/transcriptions"] * 2
+
+
 def test_get_needs_no_content_type() -> None:
     stub, _ = guard()
     headers = {"Content-Type": "text/plain"}
