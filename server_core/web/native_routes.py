@@ -18,8 +18,9 @@ client's), ``/metrics`` (server_core's own metrics are another issue's), and lla
 router-mode routes (``/models/load``, ``/models/unload``, ``/models/sse``, ``POST
 /models``, ``DELETE /models``): here server_core is the router. Also left out:
 ``/v1/audio/transcriptions`` (a multipart upload, not a JSON body; reachable through
-``/upstream/`` with an ``Authorization`` or ``X-Api-Key`` header, see ``browser_guard``), ``/v1/stream``, ``/v1/streams/lookup`` (resuming a stream by id across
-connections, which may be another client's), and ``/cors-proxy``, ``/tools`` (llama-server
+``/upstream/`` with an ``Authorization`` or ``X-Api-Key`` header, see ``browser_guard``),
+``/v1/stream``, ``/v1/streams/lookup`` (resuming a stream by id across connections,
+which may be another client's), and ``/cors-proxy``, ``/tools`` (llama-server
 fetches URLs and runs tools on its host for the web UI).
 
 The OpenAI Responses (``/v1/responses``, ``/responses``) and Anthropic Messages

@@ -258,8 +258,8 @@ def test_an_upstream_upload_with_a_key_header_may_have_any_type() -> None:
     status, _, _ = call(stub, "POST", url, data=upload, headers=form)
     assert status == 415
     chat = "http://127.0.0.1:1135/v1/chat/completions"
-    status, _, _ = call(stub, "POST", chat, data=b"a=1", headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Authorization": "Bearer k"})  # fmt: skip
+    keyed_form = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Bearer k"}
+    status, _, _ = call(stub, "POST", chat, data=b"a=1", headers=keyed_form)
     assert status == 415
     assert inner.reached == [b"/upstream/whisper/v1/audio/transcriptions"] * 2
 
