@@ -181,7 +181,7 @@ async def run_differential_checks(
 ) -> DiffReport:
     """Coroutine version of ``run_differential`` (same arguments)."""
     allowed = expand_allow(allow)  # ValueError before any request
-    runs = []
+    runs: list[Report] = []
     for url, name, key in (
         (target, model, api_key),
         (reference, reference_model or model, reference_api_key),
@@ -195,10 +195,22 @@ async def run_differential_checks(
                 timeout=timeout,
                 only=only,
                 lenient=lenient,
-                progress=progress,
+                progress=_counting_on(progress, len(runs)),
             )
         )
     return compare(runs[0], runs[1], allowed)
+
+
+def _counting_on(progress: Progress | None, runs_before: int) -> Progress | None:
+    """``progress`` counting both runs as one: ``(done, total)`` over twice the checks."""
+    if progress is None:
+        return None
+    report = progress
+
+    def counted(done: int, total: int, res: Any) -> None:
+        report(done + runs_before * total, 2 * total, res)
+
+    return counted
 
 
 def run_differential(
@@ -220,7 +232,8 @@ def run_differential(
 
     ``allow``: check names or group prefixes whose difference is accepted. Errbacks with
     ``TargetUnreachable`` when either does not answer, ``ValueError`` for unknown names
-    in ``only`` or ``allow``. ``progress`` is called for each check of both runs.
+    in ``only`` or ``allow``. ``progress(done, total, result)`` is called for each check
+    of both runs, counted as one (``total`` is twice the number of checks).
     """
     return ensureDeferred(
         run_differential_checks(

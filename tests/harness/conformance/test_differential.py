@@ -87,6 +87,7 @@ async def test_a_faulty_reference_differs_on_every_stream_ending() -> None:
 @pytest_twisted.ensureDeferred
 async def test_allowed_differences_do_not_fail_and_stale_ones_are_reported() -> None:
     only = ["chat.stream.done_last", "native.stream.stop_last", "native.health"]
+    seen: list[tuple[int, int, str]] = []
     async with fakes("error_after=2") as (target, reference):
         diff = await run_differential(
             target,
@@ -95,7 +96,9 @@ async def test_allowed_differences_do_not_fail_and_stale_ones_are_reported() -> 
             reactor=reactor,
             only=only,
             allow=["chat.stream.done_last", "native.stream", "native.health"],
+            progress=lambda done, total, res: seen.append((done, total, res.name)),
         )
+    assert seen == [(i + 1, 6, name) for i, name in enumerate(only + only)]
     assert [d.name for d in diff.allowed] == ["chat.stream.done_last", "native.stream.stop_last"]
     assert diff.ok and diff.unexpected == []
     assert diff.stale_allowances == ["native.health"]
