@@ -9,7 +9,10 @@ unless ``--conformance-target`` is given::
 adds the items ``conformance::<check name>`` (select with ``-k``): a passing check
 passes, a failing one fails with its detail, an n/a one is skipped with its reason.
 The fixture ``conformance_report`` runs the selected checks once and returns the
-``Report``. Requests run on the Twisted reactor through pytest-twisted.
+``Report``. With ``--conformance-reference URL`` (differential mode) each item runs its
+check against both servers instead and fails only when the results differ and the check
+is not in ``--conformance-allow-diff``. Requests run on the Twisted reactor through
+pytest-twisted.
 
 Heavy imports happen inside the hooks: every pytest run of a project that has this
 package installed loads this module, and nothing here may install a reactor.
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from harness.conformance.checks import Check, Context
     from harness.conformance.runner import CheckResult, Report
 
-__all__ = ["ConformanceFailure", "ConformanceItem", "ConformanceSuite"]
+__all__ = ["ConformanceDifference", "ConformanceFailure", "ConformanceItem", "ConformanceSuite"]
 
 _NODE = "conformance"
 
@@ -56,6 +59,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="only these checks (names or group prefixes)",
     )
     group.addoption(
+        "--conformance-reference",
+        metavar="URL",
+        default=None,
+        help="differential mode: each item fails when this server's result differs",
+    )
+    group.addoption(
+        "--conformance-reference-model",
+        metavar="MODEL",
+        default=None,
+        help="model id at the reference (default: --conformance-model)",
+    )
+    group.addoption(
+        "--conformance-allow-diff",
+        metavar="NAME,...",
+        default=None,
+        help="checks (names or group prefixes) allowed to differ from the reference",
+    )
+    group.addoption(
         "--conformance-lenient",
         action="store_true",
         default=False,
@@ -63,9 +84,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _names(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
+
+
 def _options(config: pytest.Config) -> dict[str, Any]:
     only = config.getoption("conformance_only")
     return {
+        "reference": config.getoption("conformance_reference"),
+        "reference_model": config.getoption("conformance_reference_model"),
+        "allow": _names(config.getoption("conformance_allow_diff")) or [],
         "target": config.getoption("conformance_target"),
         "model": config.getoption("conformance_model"),
         "api_key": config.getoption("conformance_api_key"),
@@ -84,9 +112,21 @@ def _selected(config: pytest.Config) -> list[Check]:
     if not config.pluginmanager.hasplugin("twisted"):
         raise pytest.UsageError("the conformance plugin needs pytest-twisted (-p twisted)")
     try:
-        return select_checks(opts["only"])
+        checks = select_checks(opts["only"])
     except ValueError as exc:
         raise pytest.UsageError(f"--conformance-only: {exc}") from None
+    try:
+        _allowed(config)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--conformance-allow-diff: {exc}") from None
+    return checks
+
+
+def _allowed(config: pytest.Config) -> frozenset[str]:
+    from harness.conformance.differential import expand_allow
+
+    allow: frozenset[str] = expand_allow(_options(config)["allow"])
+    return allow
 
 
 class ConformanceFailure(Exception):
@@ -95,6 +135,15 @@ class ConformanceFailure(Exception):
     def __init__(self, result: CheckResult) -> None:
         super().__init__(result.detail)
         self.result = result
+
+
+class ConformanceDifference(Exception):
+    """A check's result differs between target and reference (differential mode)."""
+
+    def __init__(self, target: CheckResult, reference: CheckResult) -> None:
+        super().__init__(f"{target.result} vs {reference.result}")
+        self.target = target
+        self.reference = reference
 
 
 class ConformanceSuite(pytest.Collector):
@@ -119,6 +168,11 @@ class ConformanceItem(pytest.Item):
         from harness.conformance.checks import FAIL, NA
 
         result = _run_check(self.config, self.check)
+        if _options(self.config)["reference"]:
+            reference = _run_check(self.config, self.check, reference=True)
+            if result.result != reference.result and self.name not in _allowed(self.config):
+                raise ConformanceDifference(result, reference)
+            return
         if result.result == NA:
             # Reported at the item, not at this line of the plugin.
             raise pytest.skip.Exception(
@@ -131,6 +185,12 @@ class ConformanceItem(pytest.Item):
         if isinstance(excinfo.value, ConformanceFailure):
             r = excinfo.value.result
             return f"{r.name} failed: {r.detail}\n  (asserts: {r.description})"
+        if isinstance(excinfo.value, ConformanceDifference):
+            t, ref = excinfo.value.target, excinfo.value.reference
+            return (
+                f"{t.name} differs from the reference:\n"
+                f"  target     {t.result}: {t.detail}\n  reference  {ref.result}: {ref.detail}"
+            )
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
@@ -153,7 +213,7 @@ def pytest_collection_modifyitems(
 
 # -- running on the reactor ------------------------------------------------------------------
 
-_CONTEXT_KEY = pytest.StashKey[Any]()
+_CONTEXT_KEYS = {False: pytest.StashKey[Any](), True: pytest.StashKey[Any]()}
 
 
 def _blockon(coro: Any) -> Any:
@@ -163,18 +223,19 @@ def _blockon(coro: Any) -> Any:
     return pytest_twisted.blockon(ensureDeferred(coro))
 
 
-def _context(config: pytest.Config) -> Context:
-    """The run's shared Context, probed once; re-raises an unreachable target each time."""
+def _context(config: pytest.Config, reference: bool = False) -> Context:
+    """The run's shared Context (the target's, or the reference's), probed once;
+    re-raises an unreachable server each time."""
     from harness.conformance.checks import Context
     from harness.conformance.runner import probe
 
-    cached = config.stash.get(_CONTEXT_KEY, None)
+    cached = config.stash.get(_CONTEXT_KEYS[reference], None)
     if cached is None:
         opts = _options(config)
         ctx = Context(
-            opts["target"],
-            opts["model"],
-            api_key=opts["api_key"],
+            opts["reference"] if reference else opts["target"],
+            (opts["reference_model"] if reference else None) or opts["model"],
+            api_key=None if reference else opts["api_key"],
             timeout=opts["timeout"],
             lenient=opts["lenient"],
         )
@@ -183,19 +244,20 @@ def _context(config: pytest.Config) -> Context:
             cached = ctx
         except Exception as exc:
             cached = exc
-        config.stash[_CONTEXT_KEY] = cached
+        config.stash[_CONTEXT_KEYS[reference]] = cached
     if isinstance(cached, Exception):
         raise cached
     ctx_: Context = cached
     return ctx_
 
 
-def _run_check(config: pytest.Config, check: Check) -> CheckResult:
+def _run_check(config: pytest.Config, check: Check, *, reference: bool = False) -> CheckResult:
     import time
 
     from harness.conformance.runner import run_one
 
-    result: CheckResult = _blockon(run_one(_context(config), check, time.monotonic))
+    ctx = _context(config, reference)
+    result: CheckResult = _blockon(run_one(ctx, check, time.monotonic))
     return result
 
 
