@@ -41,6 +41,22 @@ def _native_text(obj: dict[str, Any]) -> str:
     return "" if obj.get("stop") else str(obj.get("content", ""))
 
 
+def _chat_plain(obj: dict[str, Any]) -> str:
+    return str(obj["choices"][0]["message"]["content"])
+
+
+def _resp_plain(obj: dict[str, Any]) -> str:
+    return "".join(part["text"] for item in obj["output"] for part in item["content"])
+
+
+def _messages_plain(obj: dict[str, Any]) -> str:
+    return "".join(block["text"] for block in obj["content"])
+
+
+def _native_plain(obj: dict[str, Any]) -> str:
+    return str(obj["content"])
+
+
 @dataclass(frozen=True)
 class Case:
     """One dialect: where to send, what to send, how to read the text back."""
@@ -52,6 +68,7 @@ class Case:
     text_of: Callable[[dict[str, Any]], str]
     events: int  # events of the complete 4-token stream
     expected: str  # its text
+    plain_of: Callable[[dict[str, Any]], str]  # the text of the non-stream body
 
     def stream_body(self, **extra: Any) -> dict[str, Any]:
         return {**self.body, "stream": True, **extra}
@@ -79,7 +96,16 @@ _CHAT_TEXT = "".join(expected_text(CHAT_BODY)[0])
 _NATIVE_BODY = {"prompt": f"{SYSTEM} {USER}", "n_predict": N_TOKENS}
 
 CASES = [
-    Case("chat", "/v1/chat/completions", CHAT_BODY, CHAT, _chat_text, 1 + 4 + 1 + 1, _CHAT_TEXT),
+    Case(
+        "chat",
+        "/v1/chat/completions",
+        CHAT_BODY,
+        CHAT,
+        _chat_text,
+        1 + 4 + 1 + 1,
+        _CHAT_TEXT,
+        _chat_plain,
+    ),
     Case(
         "responses",
         "/v1/responses",
@@ -89,6 +115,7 @@ CASES = [
         # created, in_progress, item added, part added, 4 deltas, 3 done events, completed
         4 + 4 + 3 + 1,
         _CHAT_TEXT,
+        _resp_plain,
     ),
     Case(
         "messages",
@@ -99,6 +126,7 @@ CASES = [
         # message_start, block start, 4 deltas, block stop, message_delta, message_stop
         2 + 4 + 3,
         _CHAT_TEXT,
+        _messages_plain,
     ),
     Case(
         "native",
@@ -108,6 +136,7 @@ CASES = [
         _native_text,
         4 + 1,
         "".join(expected_text(_NATIVE_BODY)[0]),
+        _native_plain,
     ),
 ]
 BY_NAME = {case.name: case for case in CASES}

@@ -190,7 +190,9 @@ async def test_jitter_varies_token_gaps() -> None:
         res = await chat(server, fault="token_delay=40ms,jitter=25ms")
         times = res.item_times[1:-2]  # the 10 token events
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert len(gaps) == 9 and min(gaps) >= 0.005
+        # A loaded reactor can merge two arrivals (a gap near 0), never deliver early:
+        # the bound on the whole run holds where a bound on each gap would not.
+        assert len(gaps) == 9 and times[-1] - res.t_connected >= 9 * (0.040 - 0.025)
         assert max(gaps) - min(gaps) > 0.01
         assert contents(res) == expected_text(LONG, seed=1)[0]
     finally:
