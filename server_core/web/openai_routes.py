@@ -35,6 +35,7 @@ from server_core.web.admin_routes import AdminRoutes
 from server_core.web.auth import ApiKeyCheck
 from server_core.web.drain import InFlight, shutting_down
 from server_core.web.native_routes import NATIVE_GET, NATIVE_POST, query_model
+from server_core.web.ollama_routes import OLLAMA_ROUTES, OllamaRoutes, ollama_handler
 from server_core.web.responses import (
     JSON,
     send_error,
@@ -90,6 +91,9 @@ class OpenAIRoutes:
             admin, check_auth=self._check_auth, clock=clock, keepalive_interval=keepalive_interval
         )
         self.in_flight = InFlight()
+        self.ollama = OllamaRoutes(
+            router, clock=clock, check_auth=self._check_auth, in_flight=self.in_flight
+        )
 
     def resource(self) -> Any:
         """The twisted.web resource to serve."""
@@ -177,6 +181,12 @@ class OpenAIRoutes:
     for _path in NATIVE_GET:
         app.route(_path, methods=["GET"], endpoint=f"native GET {_path}")(_native(_path, "GET"))
     del _path
+    # Ollama's API (web.ollama_routes), answered by self.ollama.
+    for _route, _methods, _operation in OLLAMA_ROUTES:
+        app.route(_route, methods=list(_methods), endpoint=f"ollama {_route}")(
+            ollama_handler(_route, _operation)
+        )
+    del _route, _methods, _operation
 
     @app.route("/upstream/<string:model>/<path:path>", methods=_ANY_METHOD)
     async def upstream(self, request: Request, model: str, path: str) -> bytes | None:
