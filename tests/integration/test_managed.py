@@ -153,14 +153,19 @@ async def test_started_on_first_request_with_load_delay(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_crash_during_load_is_a_client_error_within_a_second(tmp_path: Path) -> None:
-    async with managed(tmp_path, {"broken": ["--fault", "crash_on_load=100ms"]}) as m:
+async def test_crash_during_load_is_a_client_error_at_once_not_at_the_start_timeout(
+    tmp_path: Path,
+) -> None:
+    # The crash is noticed when the child exits, not when start_timeout (60 s) expires;
+    # the bound is loose because a loaded CI machine is slow to spawn Python.
+    flags = {"broken": ["--fault", "crash_on_load=100ms"]}
+    async with managed(tmp_path, flags, start_timeout=60) as m:
         start = reactor.seconds()
         result = await ask(m, "broken")
         elapsed = reactor.seconds() - start
         assert result.outcome == "http_error" and result.status == 503, result.summary()
         assert "broken" in result.error["message"]
-        assert elapsed < 1.5, f"took {elapsed:.2f} s"
+        assert elapsed < 15, f"took {elapsed:.2f} s"
         assert m.context.running() == []
 
 
