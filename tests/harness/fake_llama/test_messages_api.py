@@ -188,3 +188,16 @@ async def test_errors_are_llama_servers_openai_shaped_ones() -> None:
         assert_error(res, 404, "not_found_error")
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_expected_text_of_the_converted_body_is_what_the_server_sends() -> None:
+    body = {**BODY, "temperature": 0.3, "max_tokens": 50}
+    tokens, finish = expected_text(anthropic_to_chat(body), seed=2)
+    server = await start(seed=2)
+    try:
+        res = await req(server, "POST", "/v1/messages", body)
+        assert res.json()["content"][0]["text"] == "".join(tokens)
+        assert (finish, res.json()["stop_reason"]) == ("stop", "end_turn")
+    finally:
+        await server.stop()

@@ -217,3 +217,19 @@ async def test_errors_before_the_first_byte() -> None:
         assert res.status == 500 and res.json()["error"]["type"] == "server_error"
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_expected_text_of_the_converted_body_is_what_the_server_sends() -> None:
+    body = {"input": [{"role": "user", "content": "a"}], "seed": 11, "max_output_tokens": 50}
+    tokens, _ = expected_text(responses_to_chat(body), seed=2)
+    server = await start(seed=2)
+    try:
+        res = await req(server, "POST", "/v1/responses", body)
+        assert res.json()["output"][0]["content"][0]["text"] == "".join(tokens)
+        other = await req(server, "POST", "/v1/responses", {**body, "seed": 12})
+        other_tokens, _ = expected_text(responses_to_chat({**body, "seed": 12}), seed=2)
+        assert other_tokens != tokens  # the request seed passes through to the text
+        assert other.json()["output"][0]["content"][0]["text"] == "".join(other_tokens)
+    finally:
+        await server.stop()
