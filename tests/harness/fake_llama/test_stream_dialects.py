@@ -8,6 +8,8 @@ is one ``Frame.ERROR`` event in that dialect's shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import pytest_twisted
 
@@ -20,8 +22,9 @@ NAMES = [case.name for case in CASES]
 pytestmark = pytest.mark.parametrize("case", CASES, ids=NAMES)
 
 
-async def _stream(case: Case, fault: str | None = None, **kw: object) -> RawResponse:
-    server = await start(**kw.pop("config", {}))  # type: ignore[arg-type]
+async def _stream(case: Case, fault: str | None = None, **kw: Any) -> RawResponse:
+    """One stream of ``case`` from a fresh server, with ``fault`` as its X-Fault header."""
+    server = await start()
     try:
         headers = {"X-Fault": fault} if fault is not None else None
         return await req(server, "POST", case.path, case.stream_body(), headers, **kw)
