@@ -23,6 +23,7 @@ setup(
         "klein>=24.8",
         "zope.interface>=6",
         "pyyaml>=6",
+        "prometheus_client>=0.20",
         "hypothesis>=6.100",
         "pytest-twisted>=1.14",
     ],

@@ -33,8 +33,10 @@ from twisted.web.server import Request
 
 from server_core._twisted_compat import abort_body_transport
 from server_core.errors import UpstreamError, internal_error, normalize_upstream_error
+from server_core.metrics import cause_of, record_of
 from server_core.sse import ForwardedSse
 from server_core.sse.dialects import CHAT
+from server_core.sse.writer import Ending
 from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.upstream.headers import HOP_BY_HOP
 
@@ -78,7 +80,13 @@ class ReplyDelivery:
     async def deliver(self, request: Request, reply: Any, tracker: ReplyTracker) -> bytes | None:
         """The body to return for a JSON answer, or None once a stream has ended."""
         response = reply.response
+        record = record_of(request)
+        if record is not None:
+            record.served(reply.model_name, _alias_of(reply.upstream_name))
+            request.setHeader(b"x-served-by", record.served_by)
         if not 200 <= response.code < 300:
+            if record is not None:
+                record.upstream_refused()
             raise await self._upstream_error(reply, tracker)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         if b"text/event-stream" in content_type.lower():
@@ -107,16 +115,32 @@ class ReplyDelivery:
             model_name=reply.model_name,
             dialect=getattr(reply, "dialect", CHAT),
         )
+        record = record_of(request)
+        ended_by: list[Exception] = []
+        if record is not None:
+            # Whatever ends the stream with an error (the relay, the drain) goes through
+            # end_with: note the error, so the ending's cause can be counted.
+            end_with = stream.end_with
+
+            def noting_end_with(error: Any) -> None:
+                ended_by.append(error)
+                end_with(error)
+
+            stream.end_with = noting_end_with  # type: ignore[method-assign]
         tracker.add_stream(stream)
         try:
-            await stream.relay()
+            ending = await stream.relay()
         except defer.CancelledError:
             raise
         except Exception as exc:
             # Headers are out: the only honest ending left is one SSE error event.
             stream.end_with(internal_error(exc, "stream relay"))
+            ending = Ending.ERROR
         finally:
             tracker.discard_stream(stream)
+        if record is not None and ending is not None:
+            error = ended_by[0] if ended_by else None
+            record.stream_ended(ending.value, error, cause_of(error))
 
     async def _whole_json(self, reply: Any, tracker: ReplyTracker) -> bytes:
         name = reply.upstream_name
@@ -150,6 +174,12 @@ class ReplyDelivery:
         return read_complete_body(
             response, limit=limit, idle_timeout=self._idle_timeout, clock=self._clock
         )
+
+
+def _alias_of(upstream_name: str) -> str:
+    """``model 'NAME'`` / ``upstream 'NAME'`` -> ``NAME``."""
+    first, last = upstream_name.find("'"), upstream_name.rfind("'")
+    return upstream_name[first + 1 : last] if 0 <= first < last else upstream_name
 
 
 class _RawBody(BodyProtocol):

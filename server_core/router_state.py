@@ -290,14 +290,31 @@ class DefaultRouterState:
             remote_api=remote is not None and remote.kind == "api",
         )
 
+    model_status: Callable[[str], dict[str, Any]] | None = None
+    """A managed alias's status (``metrics.ModelStatus.of``), set by composition; entries
+    of managed models then carry ``status``: ``{"value": loaded|loading|unloaded|failed}``
+    (with ``reason`` when failed), as llama.cpp's router reports it."""
+
     def list_models(self) -> list[dict[str, Any]]:
-        return self._aliases.list_models()
+        return [self._with_status(entry) for entry in self._aliases.list_models()]
 
     def get_model(self, model_id: str) -> dict[str, Any] | None:
         for entry in self._aliases.list_models():
             if entry.get("id") == model_id:
-                return entry
+                return self._with_status(entry)
         return None
+
+    def _with_status(self, entry: dict[str, Any]) -> dict[str, Any]:
+        status = self.model_status
+        if status is None or self._context is None:
+            return entry
+        try:
+            target = self._aliases.resolve(str(entry.get("id")))
+        except Exception:
+            return entry
+        if not isinstance(target, LocalAlias):
+            return entry
+        return {**entry, "status": status(target.name)}
 
     async def close(self) -> None:
         if self._context is not None:

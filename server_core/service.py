@@ -28,6 +28,8 @@ from server_core.config.exposure import (
 )
 from server_core.errors import ConfigError, ContextError
 from server_core.llama_install import INSTALL_HINT, find_llama_server
+from server_core.metrics import ModelStatus, RecordingResource, RouteLabels, ServerMetrics
+from server_core.metrics.logs import JsonRequestLog
 from server_core.process import LlamaServerProcess, reap_orphans
 from server_core.reply import ReplyDelivery
 from server_core.router_state import DefaultRouterState
@@ -37,7 +39,14 @@ from server_core.upstream import UpstreamClient
 from server_core.web import HEADER_TIMEOUT, DrainService, GuardedSite, Listener, OpenAIRoutes
 from server_core.web.browser_guard import BrowserGuard, HostCheck
 
-__all__ = ["build_context", "build_router", "check_exposure", "make_service", "reap_previous_run"]
+__all__ = [
+    "build_context",
+    "build_metrics",
+    "build_router",
+    "check_exposure",
+    "make_service",
+    "reap_previous_run",
+]
 
 log = Logger()
 
@@ -101,6 +110,20 @@ def build_router(config: Config, reactor: Any) -> DefaultRouterState:
     return DefaultRouterState(config.aliases, client, context=context, delivery=delivery)
 
 
+def build_metrics(config: Config, reactor: Any, router: DefaultRouterState) -> ServerMetrics:
+    """The metrics, listening to the shared context; managed models' status on ``/v1/models``."""
+    request_log = JsonRequestLog() if config.server.json_logs else None
+    metrics = ServerMetrics(reactor, request_log=request_log)
+    context = router.context
+    if context is not None:
+        names = [alias.name for alias in config.aliases.local_aliases()]
+        status = ModelStatus(metrics, reactor, names)
+        context.add_state_listener(status)
+        metrics.watch(status, context.running)
+        router.model_status = status.of
+    return metrics
+
+
 def reap_previous_run() -> None:
     """Stop llama-servers a SIGKILLed server_core left running, whatever this config holds.
 
@@ -146,24 +169,38 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     if router.context is not None:
         local_names = [a.name for a in config.aliases.local_aliases()]
         admin = AdminApi(router.context, lambda: local_names)
+    metrics = build_metrics(config, reactor, router)
     routes = OpenAIRoutes(
         router,
         admin=admin,
         clock=reactor,
         api_keys=config.server.api_keys,
         keepalive_interval=config.server.keepalive_interval,
+        metrics=metrics,
+        metrics_public=config.server.metrics_public,
+    )
+    recorded = RecordingResource(
+        guarded_resource(config, listen, routes.resource()),
+        metrics,
+        clock=reactor,
+        routes=RouteLabels(rule.rule for rule in routes.app.url_map.iter_rules()),
+        node_name=config.server.node_name,
     )
     site = GuardedSite(
-        guarded_resource(config, listen, routes.resource()),
+        recorded,
         max_body_bytes=config.server.max_body_bytes,
         header_timeout=HEADER_TIMEOUT,
         reactor=reactor,
     )
     site.noisy = False
+    if config.server.json_logs:
+        # The JSON line per request says all the access log line would, and more.
+        site.log = lambda request: None  # type: ignore[method-assign]
     top = MultiService()
     drain = DrainService(routes.in_flight, router, site, config.server.drain_timeout, reactor)
     drain.setServiceParent(top)
     Listener(serverFromString(reactor, listen), site).setServiceParent(top)
     top.routes = routes  # type: ignore[attr-defined]
+    top.metrics = metrics  # type: ignore[attr-defined]
     top.site = site  # type: ignore[attr-defined]
     return top

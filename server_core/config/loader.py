@@ -11,6 +11,7 @@ against the folder of the configuration file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -137,7 +138,25 @@ def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
         ),
         default_model=m.get("default_model", reader.opt_string, d.default_model),
         upstream=_upstream_settings(reader, upstream),
+        metrics_public=m.get("metrics_public", reader.boolean, d.metrics_public),
+        node_name=m.get("node_name", lambda n, p: _node_name(reader, n, p), d.node_name),
+        json_logs=m.get("json_logs", reader.boolean, d.json_logs),
     )
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _node_name(reader: ConfigReader, node: Node, path: str) -> str:
+    """A name fit for a header value and a metrics label: letters, digits, ``.``, ``_``, ``-``."""
+    name = reader.string(node, path)
+    if not _NODE_NAME.fullmatch(name):
+        reader.fail(
+            f"{path}: expected a node name of up to 63 letters, digits, '.', '_' or '-' "
+            f"(starting with a letter or digit), got {name!r}",
+            node,
+        )
+    return name
 
 
 def _upstream_settings(reader: ConfigReader, m: NodeMap) -> UpstreamSettings:

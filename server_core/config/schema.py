@@ -5,7 +5,8 @@ Every section is optional::
     server: {listen, api_keys | api_keys_env, max_body_bytes, keepalive_interval,
              drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout,
                                       max_header_bytes, max_headers},
-             allowed_hosts, cors_origins, allow_unauthenticated, default_model}
+             allowed_hosts, cors_origins, allow_unauthenticated, default_model,
+             metrics_public, node_name, json_logs}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
@@ -55,6 +56,9 @@ SERVER_KEYS = (
     "cors_origins",
     "allow_unauthenticated",
     "default_model",
+    "metrics_public",
+    "node_name",
+    "json_logs",
 )
 UPSTREAM_KEYS = (
     "connect_timeout",

@@ -8,6 +8,7 @@ defined here once; ``UpstreamClient`` takes the very object parsed from the file
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -62,6 +63,12 @@ class ServerSettings:
     """The model that serves requests naming none; None = the only alias, if there is
     exactly one, else such a request is a 400."""
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    metrics_public: bool = False
+    """Serve ``/metrics`` without the API key (for a scraper inside a trusted network)."""
+    node_name: str = field(default_factory=socket.gethostname)
+    """This server's name in ``X-Served-By: NODE/ALIAS``; the host name by default."""
+    json_logs: bool = False
+    """Log one JSON line per finished request (model, status, ending, TTFT, duration)."""
 
 
 @dataclass(frozen=True)

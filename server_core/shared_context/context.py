@@ -229,8 +229,9 @@ class DefaultSharedContext:
     def _grant(self, slot: Slot, enqueued_at: float | None = None) -> Lease:
         now = self._clock.seconds()
         slot.granted(now)
-        self._waits.record(slot.name, now - (now if enqueued_at is None else enqueued_at))
-        self._notify("request", slot.name, {"in_flight": slot.leases})
+        wait = now - (now if enqueued_at is None else enqueued_at)
+        self._waits.record(slot.name, wait)
+        self._notify("request", slot.name, {"in_flight": slot.leases, "wait": wait})
         return Lease(slot, self._release)
 
     def _release(self, slot: Slot) -> None:

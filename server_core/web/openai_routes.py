@@ -22,6 +22,7 @@ from server_core._twisted_compat import request_disconnected
 from server_core.admin import AdminApi
 from server_core.errors import AliasNotFound, ServerCoreError, error_body, internal_error
 from server_core.interfaces import IRouterState
+from server_core.metrics import ServerMetrics
 from server_core.validation import (
     parse_json_body,
     validate_chat,
@@ -43,6 +44,7 @@ from server_core.web.responses import (
     write_anthropic_error,
     write_error,
 )
+from server_core.web.status_routes import StatusRoutes
 
 __all__ = ["OpenAIRoutes"]
 
@@ -84,6 +86,8 @@ class OpenAIRoutes:
         api_keys: Sequence[str] = (),
         keepalive_interval: float | None = 15.0,
         admin: AdminApi | None = None,
+        metrics: ServerMetrics | None = None,
+        metrics_public: bool = False,
     ) -> None:
         self._router = router
         self._check_auth = ApiKeyCheck(api_keys)
@@ -93,6 +97,15 @@ class OpenAIRoutes:
         self.in_flight = InFlight()
         self.ollama = OllamaRoutes(
             router, clock=clock, check_auth=self._check_auth, in_flight=self.in_flight
+        )
+        self._status = StatusRoutes(
+            metrics,
+            router=router,
+            in_flight=self.in_flight,
+            check_auth=self._check_auth,
+            clock=clock,
+            keepalive_interval=keepalive_interval,
+            metrics_public=metrics_public,
         )
 
     def resource(self) -> Any:
@@ -204,6 +217,20 @@ class OpenAIRoutes:
     @app.route("/logs/<string:alias>", methods=["GET"])
     async def logs(self, request: Request, alias: str) -> bytes | None:
         return await self._admin.logs(request, alias)
+
+    # -- observability (web.status_routes) ---------------------------------------------
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: Request) -> bytes | None:
+        return self._status.metrics(request)
+
+    @app.route("/ready", methods=["GET"])
+    def ready(self, request: Request) -> bytes | None:
+        return self._status.ready(request)
+
+    @app.route("/api/events", methods=["GET"])
+    async def events(self, request: Request) -> bytes | None:
+        return await self._status.events(request)
 
     # -- the proxied routes --------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""What the server is doing, over HTTP: ``/metrics``, ``/ready`` and ``/api/events``.
+
+- ``GET /metrics``: the Prometheus text of ``ServerMetrics``, behind the API key unless
+  ``server.metrics_public``.
+- ``GET /ready``: for load balancers. 503 while draining or when no model can be served;
+  ``?model=NAME``: 200 when it can serve now, 200 with ``X-Server-Core-Ready: after-start``
+  when it could after a start, 404 for a model this server does not know.
+- ``GET /api/events``: an SSE stream (``DirectSse``) of the current status of each managed
+  model, then every state change, swap, lease and request end as it happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.server import Request
+
+from server_core.errors import AliasNotFound, ServerCoreError
+from server_core.interfaces import IRouterState
+from server_core.metrics import CONTENT_TYPE, ServerMetrics, Subscription
+from server_core.sse import DirectSse
+from server_core.sse.direct import DirectEvent
+from server_core.web.auth import ApiKeyCheck
+from server_core.web.drain import InFlight
+from server_core.web.responses import send_json, write_error
+
+__all__ = ["READY_HEADER", "StatusRoutes"]
+
+READY_HEADER = b"x-server-core-ready"
+_LOADED = "loaded"
+
+
+class StatusRoutes:
+    """Status handlers; ``OpenAIRoutes`` routes to them (one Klein app serves all)."""
+
+    def __init__(
+        self,
+        metrics: ServerMetrics | None,
+        *,
+        router: IRouterState,
+        in_flight: InFlight,
+        check_auth: ApiKeyCheck,
+        clock: IReactorTime,
+        keepalive_interval: float | None,
+        metrics_public: bool = False,
+    ) -> None:
+        self._metrics = metrics
+        self._router = router
+        self._in_flight = in_flight
+        self._check_auth = check_auth
+        self._clock = clock
+        self._keepalive = keepalive_interval
+        self._public = metrics_public
+
+    def metrics(self, request: Request) -> bytes | None:
+        """The Prometheus exposition (text format 0.0.4)."""
+        try:
+            if not self._public:
+                self._check_auth(request)
+            body = self._metrics.render() if self._metrics is not None else b""
+        except ServerCoreError as error:
+            return write_error(request, error)
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        return body
+
+    def ready(self, request: Request) -> bytes | None:
+        """Whether this node should get traffic (see module doc); no key needed."""
+        if self._in_flight.closing:
+            return send_json(request, {"status": "draining"}, 503)
+        wanted = request.args.get(b"model")
+        if not wanted:
+            if not self._router.list_models():
+                return send_json(request, {"status": "unavailable"}, 503)
+            return send_json(request, {"status": "ready"})
+        model = wanted[0].decode("utf-8", "replace")
+        entry = self._router.get_model(model)
+        if entry is None:
+            return write_error(request, AliasNotFound(model))
+        status = entry.get("status")
+        value = status.get("value") if isinstance(status, dict) else None
+        if value is None or value == _LOADED:
+            return send_json(request, {"status": "ready", "model": model})
+        request.setHeader(READY_HEADER, b"after-start")
+        return send_json(request, {"status": "ready", "model": model, "after_start": value})
+
+    async def events(self, request: Request) -> bytes | None:
+        """The live events as SSE, each ``event: TYPE`` with its JSON ``data``."""
+        try:
+            self._check_auth(request)
+        except ServerCoreError as error:
+            return write_error(request, error)
+        if self._metrics is None:
+            return write_error(request, AliasNotFound("events"))
+        subscription = self._metrics.bus.subscribe()
+        snapshot = [
+            {"type": "state", "alias": entry["id"], "status": entry["status"]["value"]}
+            for entry in self._router.list_models()
+            if isinstance(entry.get("status"), dict)
+        ]
+        stream = DirectSse(
+            request,
+            _as_events(snapshot, subscription),
+            clock=self._clock,
+            keepalive_interval=self._keepalive,
+            send_done=False,
+        )
+        try:
+            await stream.run()
+        finally:
+            subscription.close()
+        return None
+
+
+async def _as_events(
+    first: list[dict[str, Any]], subscription: Subscription
+) -> AsyncIterator[DirectEvent]:
+    for event in first:
+        yield DirectEvent(event, event=event["type"])
+    async for event in subscription:
+        yield DirectEvent(event, event=str(event.get("type", "message")))
