@@ -96,21 +96,25 @@ class BadProxy(Resource):
         def end(_: Any) -> None:
             if gone() or request.finished:
                 return
-            if (
-                b"text/event-stream"
-                in (request.responseHeaders.getRawHeaders(b"content-type", [b""])[0])
-                and b"[DONE]" not in seen
-            ):
-                request.write(b"data: [DONE]\n\n")  # THE BUG: a cut stream looks complete
+            ctype = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
+            if b"text/event-stream" in ctype:
+                forged = self.forged_ending(request.path.decode(), bytes(seen))
+                if forged is not None:
+                    request.write(forged)
             request.finish()
 
         return treq.collect(response, write).addBoth(end)
 
+    def forged_ending(self, path: str, seen: bytes) -> bytes | None:
+        """What the proxy writes when the upstream stream ended (or was lost) after
+        ``seen``: ``data: [DONE]`` unless it came. THE BUG: a cut stream looks complete."""
+        return None if b"[DONE]" in seen else b"data: [DONE]\n\n"
+
 
 @asynccontextmanager
-async def bad_proxy() -> AsyncIterator[str]:
+async def bad_proxy(proxy: type[BadProxy] = BadProxy) -> AsyncIterator[str]:
     fake = await start_fake_server(FakeConfig(alias="m", parallel=32, seed=0), reactor)
-    port = reactor.listenTCP(0, Site(BadProxy(fake.url)), interface="127.0.0.1")
+    port = reactor.listenTCP(0, Site(proxy(fake.url)), interface="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{port.getHost().port}"
     finally:

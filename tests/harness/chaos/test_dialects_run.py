@@ -1,0 +1,162 @@
+"""Chaos in every dialect against the fake itself: the plans match what the fake streams,
+honest faults leave no violation, the served set is probed, and a relay that forges
+``response.completed`` over a lost Responses stream is caught and reproduced."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web.server import Request
+
+from harness.chaos import ChaosOptions, run_chaos
+from harness.chaos.draw import generate_plans
+from harness.chaos.kinds import DIALECT_NAMES
+from harness.chaos.plan import PlanSettings
+from harness.chaos.served import served_dialects
+from harness.chaos.server_child import child_env
+from harness.client import DONE, stream_request
+from harness.fake_llama import FakeConfig, FakeServer, start_fake_server
+from tests.harness.chaos.support import tables_add_up
+from tests.harness.chaos.test_runner import BadProxy, bad_proxy
+
+reactor: Any = _reactor
+
+# Kinds the fake itself ends honestly (no relay is needed to make them honest; not
+# error_after=N: with N the last event the fake writes the error after the ending).
+HONEST_AT_THE_FAKE = "clean,ttft,token_delay,split_utf8,crlf,status,disconnect"
+
+
+@pytest_twisted.async_yield_fixture()
+async def fake() -> AsyncIterator[FakeServer]:
+    server = await start_fake_server(FakeConfig(alias="m", parallel=32, seed=0), reactor)
+    yield server
+    await server.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_plans_expect_what_the_fake_streams_in_every_dialect(
+    fake: FakeServer,
+) -> None:
+    for dialect in DIALECT_NAMES:
+        settings = PlanSettings(aliases=("m",), kinds=("clean",), dialects=(dialect,))
+        for plan in generate_plans(replace(settings, stream_ratio=1.0), seed=8, n=6):
+            r = await stream_request(fake.url + plan.endpoint, plan.body, timeout=10.0)
+            stream_dialect = "chat" if dialect == "completions" else dialect
+            assert r.outcome == DONE and r.dialect == stream_dialect, r.summary()
+            # The event count the fault draws rely on, the text and the finish reason.
+            assert (r.n_events, r.text) == (plan.n_events, plan.text), (dialect, r.summary())
+            if dialect != "responses":
+                assert r.finish_reason == plan.finish_reason, (dialect, r.summary())
+            assert r.model == "m" and len(r.ids) == (0 if dialect == "native" else 1)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_chaos_at_the_fake_in_every_dialect_has_no_violation(
+    fake: FakeServer,
+) -> None:
+    kinds = tuple(HONEST_AT_THE_FAKE.split(","))
+    opts = ChaosOptions(
+        target=fake.url, model="m", requests=250, concurrency=8, seed=13, kinds=kinds
+    )
+    report = await run_chaos(opts, reactor, log=lambda line: None)
+    data = report.to_json()
+    assert report.options.dialects == DIALECT_NAMES  # probed: the fake serves them all
+    assert data["violations"] == [], report.format_text()
+    tables_add_up(data)
+    dialects = data["dialects"]
+    assert set(dialects) == set(DIALECT_NAMES)
+    assert sum(row["requests"] for row in dialects.values()) == data["requests"]
+    for name, row in dialects.items():
+        assert row["outcomes"]["done"] > 10, (name, row)
+        assert row["outcomes"]["http_error"] > 0 and row["outcomes"]["disconnected"] > 0, row
+    assert "dialect" in report.format_text() and "messages" in report.format_text()
+
+
+class _NoMessagesProxy(BadProxy):
+    """A relay that has no Anthropic and no native route."""
+
+    def render_POST(self, request: Request) -> Any:
+        if request.path in (b"/v1/messages", b"/completion"):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"error":{"message":"Unknown route","type":"not_found_error"}}'
+        return super().render_POST(request)
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
+async def test_the_probe_leaves_out_the_dialects_a_target_does_not_serve() -> None:
+    async with bad_proxy(_NoMessagesProxy) as url:
+        assert await served_dialects(url, "m", reactor) == ("chat", "completions", "responses")
+        opts = ChaosOptions(target=url, model="m", requests=20, seed=1, kinds=("clean",))
+        report = await run_chaos(opts, reactor, log=lambda line: None)
+        assert report.options.dialects == ("chat", "completions", "responses")
+        assert set(report.to_json()["dialects"]) <= {"chat", "completions", "responses"}
+        assert "--dialects" in report.options.reproduce_argv(0)
+
+
+# -- a planted violation in the Responses dialect --------------------------------------
+
+FORGED_COMPLETED = (
+    b"event: response.completed\n"
+    b'data: {"type":"response.completed","response":{"object":"response","status":"completed"}}'
+    b"\n\n"
+)
+
+
+class ForgedCompletedProxy(BadProxy):
+    """Relays byte for byte; when a Responses stream ends without ``response.completed``
+    (upstream reset, close, error event) it writes one and closes cleanly."""
+
+    def forged_ending(self, path: str, seen: bytes) -> bytes | None:
+        if path == "/v1/responses" and b"response.completed" not in seen:
+            return FORGED_COMPLETED  # THE BUG: a lost Responses stream looks complete
+        return None
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_forged_response_completed_is_caught_and_reproduced(tmp_path: Path) -> None:
+    async with bad_proxy(ForgedCompletedProxy) as url:
+        opts = ChaosOptions(
+            target=url,
+            model="m",
+            requests=40,
+            concurrency=8,
+            seed=5,
+            kinds=("clean", "close", "reset", "error"),
+            dialects=("responses",),
+        )
+        report = await run_chaos(opts, reactor, log=lambda line: None)
+        assert report.exit_code == 1
+        data = report.to_json()
+        assert set(data["dialects"]) == {"responses"}
+        forged = ("done_despite_fault", "done_incomplete", "done_after_error")
+        found = [v for v in data["violations"] if v["code"] in forged]
+        assert found, data["violation_counts"]
+        # The clean requests are not blamed: only the cut ones forged their ending.
+        assert all(v["kind"] != "clean" for v in data["violations"]), data["violations"]
+        v = next(v for v in found if "p=" not in v["spec"])
+        assert "response.completed" in v["detail"] or v["code"] == "done_despite_fault"
+        out_json = tmp_path / "again.json"
+        argv = [*v["reproduce_argv"], "--json", str(out_json)]
+        assert "--dialects" in argv and argv[argv.index("--dialects") + 1] == "responses"
+        out, err, code = await getProcessOutputAndValue(
+            argv[0], argv[1:], env=child_env(), reactor=reactor
+        )
+        assert code == 1, (out + err).decode(errors="replace")[-2000:]
+        again = json.loads(out_json.read_text())
+        assert again["requests"] == 1 and again["only_request"] == v["index"]
+        assert [(w["index"], w["code"]) for w in again["violations"]] == [
+            (w["index"], w["code"]) for w in data["violations"] if w["index"] == v["index"]
+        ]
