@@ -36,7 +36,6 @@ from server_core.errors import UpstreamError, internal_error, normalize_upstream
 from server_core.metrics import cause_of, record_of
 from server_core.sse import ForwardedSse
 from server_core.sse.dialects import CHAT
-from server_core.sse.writer import Ending
 from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.upstream.headers import HOP_BY_HOP
 
@@ -116,31 +115,27 @@ class ReplyDelivery:
             dialect=getattr(reply, "dialect", CHAT),
         )
         record = record_of(request)
-        ended_by: list[Exception] = []
         if record is not None:
+            record.stream = True
             # Whatever ends the stream with an error (the relay, the drain) goes through
-            # end_with: note the error, so the ending's cause can be counted.
+            # end_with, before the response finishes: the record notes the cause first.
             end_with = stream.end_with
 
             def noting_end_with(error: Any) -> None:
-                ended_by.append(error)
+                record.error_event(cause_of(error))
                 end_with(error)
 
             stream.end_with = noting_end_with  # type: ignore[method-assign]
         tracker.add_stream(stream)
         try:
-            ending = await stream.relay()
+            await stream.relay()
         except defer.CancelledError:
             raise
         except Exception as exc:
             # Headers are out: the only honest ending left is one SSE error event.
             stream.end_with(internal_error(exc, "stream relay"))
-            ending = Ending.ERROR
         finally:
             tracker.discard_stream(stream)
-        if record is not None and ending is not None:
-            error = ended_by[0] if ended_by else None
-            record.stream_ended(ending.value, error, cause_of(error))
 
     async def _whole_json(self, reply: Any, tracker: ReplyTracker) -> bytes:
         name = reply.upstream_name

@@ -23,8 +23,6 @@ from server_core.metrics.outcome import CLIENT_GONE, COMPLETE, ERROR_EVENT, HTTP
 __all__ = ["RecordingResource", "RequestRecord", "RequestSink", "RouteLabels", "record_of"]
 
 _ATTRIBUTE = "server_core_record"
-# The relay's Ending values -> ending kinds.
-_STREAM_ENDINGS = {"done": COMPLETE, "error": ERROR_EVENT, "client_gone": CLIENT_GONE}
 # Frames that are not an answer's first event: keep-alive comments, Anthropic's ping.
 _NOT_AN_EVENT = (b":", b"event: ping")
 
@@ -69,12 +67,15 @@ class RequestRecord:
         """The ``X-Served-By`` value: ``NODE/ALIAS``."""
         return f"{self.node}/{self.alias or ''}".encode()
 
-    def stream_ended(self, ending: str, error: object | None, cause: str) -> None:
-        """A relayed stream ended (``sse.writer.Ending`` value) with ``error``, if any."""
-        self.stream = True
-        self.ending = _STREAM_ENDINGS.get(ending, ending)
-        if self.ending == ERROR_EVENT:
-            self.cause = cause if error is not None else "unknown"
+    def error_event(self, cause: str) -> None:
+        """A stream is being ended with one error event, for ``cause`` (``outcome``).
+
+        Only the first ending counts: a stream already complete or left by its client
+        ignores a later attempt to end it, and so does its record.
+        """
+        if self.ending is None:
+            self.ending = ERROR_EVENT
+            self.cause = cause
 
     def upstream_refused(self) -> None:
         """The upstream answered with an error status (relayed as our error)."""

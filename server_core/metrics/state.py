@@ -67,9 +67,15 @@ class ModelStatus:
         if handler is not None:
             handler(alias, detail)
 
-    def _set(self, alias: str, value: str, **extra: Any) -> None:
-        self._status[alias] = {"value": value, **extra}
-        self._sink.publish({"type": "state", "alias": alias, "status": value, **extra})
+    def _set(self, alias: str, value: str, *, reason: str | None = None, **told: Any) -> None:
+        """Keep ``alias``'s status (with the reason it failed), and tell the listeners."""
+        kept: dict[str, Any] = {"value": value}
+        if reason is not None and value == FAILED:
+            kept["reason"] = reason
+        self._status[alias] = kept
+        if reason is not None:
+            told["reason"] = reason
+        self._sink.publish({"type": "state", "alias": alias, "status": value, **told})
 
     def _on_start(self, alias: str, detail: dict[str, Any]) -> None:
         self._start_at[alias] = self._clock.seconds()

@@ -1,0 +1,248 @@
+"""Observability over real sockets: what /metrics, /ready, /api/events and /v1/models say
+after real requests through server_core to the fake llama-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+
+from harness.client import stream_request
+from server_core.sse.codec import Event
+from tests.integration.stack import reactor, stack
+from tests.integration.test_managed import ask, managed
+from tests.polling import until
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAT = "/v1/chat/completions"
+
+
+def chat_body(stream: bool = True, n: int = 8, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+        "max_tokens": n,
+        **extra,
+    }
+
+
+async def get(url: str, **kw: Any) -> tuple[int, dict[str, list[str]], bytes]:
+    response = await treq.get(url, persistent=False, **kw)
+    body = await treq.content(response)
+    headers = {
+        k.decode().lower(): [v.decode() for v in vs]
+        for k, vs in response.headers.getAllRawHeaders()
+    }
+    return response.code, headers, body
+
+
+def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a scrape: (name, labels) -> value."""
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    """The key of one sample in ``samples``."""
+    return name, frozenset(labels.items())
+
+
+def endings(scrape: dict[Any, float], model: str = "fake") -> dict[tuple[str, str], float]:
+    """(kind, cause) -> how many of this model's requests ended so (streams or not)."""
+    counts: dict[tuple[str, str], float] = {}
+    for (name, labels), value in scrape.items():
+        label = dict(labels)
+        if name == "server_core_endings_total" and label["model"] == model:
+            key = (label["kind"], label["cause"])
+            counts[key] = counts.get(key, 0.0) + value
+    return counts
+
+
+def endings_now(service: Any) -> dict[tuple[str, str], float]:
+    """The endings as a scrape would show them now, read in-process (for polling)."""
+    return endings(samples(service.metrics.render()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_complete_and_a_reset_stream_are_one_complete_and_one_error_event() -> None:
+    async with stack() as s:
+        complete = await stream_request(s.url + CHAT, chat_body(), timeout=10)
+        broken = await stream_request(
+            s.url + CHAT, chat_body(), headers={"X-Fault": "reset_after=2"}, timeout=10
+        )
+        assert complete.outcome == "done", complete.summary()
+        assert broken.outcome == "error_event", broken.summary()
+        status, headers, text = await get(s.url + "/metrics")
+        assert status == 200 and headers["content-type"][0].startswith("text/plain")
+        scrape = samples(text)
+        assert endings(scrape) == {("complete", ""): 1.0, ("error_event", "upstream_reset"): 1.0}
+        assert (
+            scrape[key("server_core_requests_total", route=CHAT, model="fake", status="200")] == 2
+        )
+        assert scrape[key("server_core_time_to_first_event_seconds_count", model="fake")] == 2
+        # Each reply names the node and the alias that served it.
+        assert complete.headers["x-served-by"] == [f"{s.config.server.node_name}/fake"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("close_after=2", "upstream_closed"),
+        ("error_after=2", "upstream_error"),
+        ("malformed_after=2", "malformed"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_each_broken_stream_is_counted_with_its_cause(fault: str, cause: str) -> None:
+    async with stack() as s:
+        result = await stream_request(
+            s.url + CHAT, chat_body(), headers={"X-Fault": fault}, timeout=10
+        )
+        assert result.outcome == "error_event", result.summary()
+        _, _, text = await get(s.url + "/metrics")
+        assert endings(samples(text)) == {("error_event", cause): 1.0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_gone_and_http_error_endings() -> None:
+    async with stack() as s:
+        left = await stream_request(
+            s.url + CHAT,
+            chat_body(n=40, ignore_eos=True),
+            headers={"X-Fault": "token_delay=20ms"},
+            disconnect_after=2,
+            timeout=10,
+        )
+        assert left.outcome == "disconnected", left.summary()
+        refused = await stream_request(
+            s.url + CHAT, chat_body(), headers={"X-Fault": "status=500"}, timeout=10
+        )
+        assert refused.outcome == "http_error", refused.summary()
+        # The client's leaving reaches the server a moment after the client closes.
+        await until(lambda: ("client_gone", "") in endings_now(s.service))
+        _, _, text = await get(s.url + "/metrics")
+        expected = {("client_gone", ""): 1.0, ("http_error", "upstream_status"): 1.0}
+        assert endings(samples(text)) == expected
+        gone = key(
+            "server_core_endings_total", model="fake", stream="true", kind="client_gone", cause=""
+        )
+        assert samples(text)[gone] == 1.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_need_the_api_key_unless_public() -> None:
+    keys = "  api_keys: [sekrit]\n"
+    async with stack(server_yaml=keys) as s:
+        assert (await get(s.url + "/metrics"))[0] == 401
+        status, _, text = await get(s.url + "/metrics", headers={"Authorization": "Bearer sekrit"})
+        assert status == 200 and b"server_core_requests_total" in text
+    async with stack(server_yaml=keys + "  metrics_public: true\n") as s:
+        assert (await get(s.url + "/metrics"))[0] == 200
+        # Only the metrics are public: the models still need the key.
+        assert (await get(s.url + "/v1/models"))[0] == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_is_200_then_503_while_draining() -> None:
+    async with stack(server_yaml="  drain_timeout: 5") as s:
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        try:
+            first = await treq.get(s.url + "/ready", pool=pool)
+            assert first.code == 200 and json.loads(await treq.content(first)) == {
+                "status": "ready"
+            }
+            unknown = await treq.get(s.url + "/ready?model=nope", pool=pool)
+            assert unknown.code == 404
+            await treq.content(unknown)
+            remote = await treq.get(s.url + "/ready?model=fake", pool=pool)
+            assert (
+                remote.code == 200 and remote.headers.getRawHeaders(b"x-server-core-ready") is None
+            )
+            await treq.content(remote)
+            started: defer.Deferred[None] = defer.Deferred()
+
+            def on_event(event: Event, t: float) -> None:
+                if not started.called:
+                    started.callback(None)
+
+            in_flight = defer.ensureDeferred(
+                stream_request(
+                    s.url + CHAT,
+                    chat_body(n=10),
+                    headers={"X-Fault": "token_delay=50ms"},
+                    on_event=on_event,
+                    timeout=20,
+                )
+            )
+            await started
+            stopping = s.service.stopService()
+            during = await treq.get(s.url + "/ready", pool=pool)
+            assert during.code == 503
+            assert json.loads(await treq.content(during)) == {"status": "draining"}
+            assert (await in_flight).outcome == "done"
+            await stopping
+        finally:
+            await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_managed_start_is_seen_on_models_ready_events_and_metrics(tmp_path: Path) -> None:
+    async with managed(tmp_path, {"a": ["--fault", "load_delay=200ms"]}) as m:
+        _, _, listed = await get(m.url + "/v1/models")
+        (entry,) = json.loads(listed)["data"]
+        assert entry["id"] == "a" and entry["status"] == {"value": "unloaded"}
+        status, headers, _ = await get(m.url + "/ready?model=a")
+        assert status == 200 and headers["x-server-core-ready"] == ["after-start"]
+
+        seen: list[dict[str, Any]] = []
+        loaded: defer.Deferred[None] = defer.Deferred()
+
+        def on_event(event: Event, t: float) -> None:
+            data = json.loads(event.data or "null")
+            seen.append(data)
+            if data == {"type": "state", "alias": "a", "status": "loaded", **_start(data)}:
+                if not loaded.called:
+                    loaded.callback(None)
+
+        events = defer.ensureDeferred(
+            stream_request(m.url + "/api/events", None, method="GET", on_event=on_event, timeout=30)
+        )
+        await until(lambda: bool(seen))  # the snapshot: the stream is subscribed
+        assert seen[0] == {"type": "state", "alias": "a", "status": "unloaded"}
+        result = await ask(m, "a")
+        assert result.outcome == "done", result.summary()
+        await loaded
+        events.cancel()
+        with pytest.raises(defer.CancelledError):
+            await events
+        kinds = [(e["type"], e.get("status")) for e in seen if e["type"] == "state"]
+        assert kinds == [("state", "unloaded"), ("state", "loading"), ("state", "loaded")]
+        _, _, listed = await get(m.url + "/v1/models")
+        assert json.loads(listed)["data"][0]["status"] == {"value": "loaded"}
+        status, headers, _ = await get(m.url + "/ready?model=a")
+        assert status == 200 and "x-server-core-ready" not in headers
+        scrape = samples((await get(m.url + "/metrics"))[2])
+        alias = frozenset({("alias", "a")})
+        assert scrape[("server_core_model_starts_total", alias)] == 1.0
+        assert scrape[("server_core_model_start_seconds_count", alias)] == 1.0
+        assert scrape[("server_core_model_start_seconds_sum", alias)] >= 0.2
+        loaded_state = frozenset({("alias", "a"), ("state", "loaded")})
+        assert scrape[("server_core_model_state", loaded_state)] == 1.0
+        assert scrape[("server_core_queue_wait_seconds_count", alias)] == 1.0
+
+
+def _start(data: dict[str, Any]) -> dict[str, Any]:
+    """The start time a ``loaded`` event carries, whatever it was."""
+    return {"start_seconds": data["start_seconds"]} if "start_seconds" in data else {}
