@@ -100,13 +100,16 @@ async def test_a_complete_and_a_reset_stream_are_one_complete_and_one_error_even
     ("fault", "cause"),
     [
         ("close_after=2", "upstream_closed"),
+        ("drop_after=2", "upstream_reset"),
         ("error_after=2", "upstream_error"),
+        ("legacy_error_after=2", "upstream_error"),
         ("malformed_after=2", "malformed"),
+        ("stall_after=2", "stall"),
     ],
 )
 @pytest_twisted.ensureDeferred
 async def test_each_broken_stream_is_counted_with_its_cause(fault: str, cause: str) -> None:
-    async with stack() as s:
+    async with stack(server_yaml="  upstream: {idle_timeout: 0.3}\n") as s:
         result = await stream_request(
             s.url + CHAT, chat_body(), headers={"X-Fault": fault}, timeout=10
         )
@@ -139,6 +142,30 @@ async def test_client_gone_and_http_error_endings() -> None:
             "server_core_endings_total", model="fake", stream="true", kind="client_gone", cause=""
         )
         assert samples(text)[gone] == 1.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_the_drain_ends_is_an_error_event_caused_by_the_drain() -> None:
+    async with stack(server_yaml="  drain_timeout: 0.2") as s:
+        started: defer.Deferred[None] = defer.Deferred()
+
+        def on_event(event: Event, t: float) -> None:
+            if not started.called:
+                started.callback(None)
+
+        slow = defer.ensureDeferred(
+            stream_request(
+                s.url + CHAT,
+                chat_body(n=100, ignore_eos=True),
+                headers={"X-Fault": "token_delay=50ms"},
+                on_event=on_event,
+                timeout=20,
+            )
+        )
+        await started
+        await s.service.stopService()
+        assert (await slow).outcome == "error_event"
+        assert endings_now(s.service) == {("error_event", "drain"): 1.0}
 
 
 @pytest_twisted.ensureDeferred
