@@ -10,7 +10,7 @@ chunks), ``_body`` (event sequencing), ``_classify`` (the verdict), ``_call`` (o
 request and its timers), ``_request``.
 """
 
-from harness.client._request import chat, completions, stream_request
+from harness.client._request import chat, completions, request_dialect, stream_request
 from harness.client._result import (
     CONNECT_ERROR,
     DEFAULT_BODY_LIMIT,
@@ -55,5 +55,6 @@ __all__ = [
     "StreamResult",
     "chat",
     "completions",
+    "request_dialect",
     "stream_request",
 ]

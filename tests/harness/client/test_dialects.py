@@ -15,9 +15,9 @@ from harness.client import (
     FINAL_EVENT,
     TRUNCATED,
     StreamResult,
+    request_dialect,
     stream_request,
 )
-from harness.client._request import request_dialect
 from server_core.sse import DONE_FRAME, encode_comment, encode_event
 from server_core.sse.dialects import CHAT, MESSAGES, NATIVE, RESPONSES
 from tests.harness.client.scripted import Action, ScriptServer, chat_stream, writes
