@@ -154,6 +154,16 @@ class ISharedContext(Interface):
     def running() -> list[dict[str, Any]]:
         """Per alias: state, pid, port, uptime, requests in flight, last error."""
 
+    def keep_alive(alias_name: str, seconds: float | None = None) -> float | None:
+        """Set (when ``seconds`` is given) and return the idle TTL of that alias's server.
+
+        A per-request ``keep_alive`` (Ollama's): from now on, that alias's running server
+        stops once it has been idle that long; negative keeps it loaded, 0 stops it as
+        soon as no request holds it. Leases still win, so no TTL ever cuts a response. It
+        lasts as long as that server: the next start has the configured TTL again. None
+        when the alias has no running server (nothing to keep).
+        """
+
 
 class IStateListener(Interface):
     """Receives lifecycle events of the shared context."""

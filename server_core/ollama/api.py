@@ -142,8 +142,10 @@ class OllamaApi:
         return {"models": models}
 
     def _ttl(self, name: str) -> float | None:
-        keep_alive = getattr(self._context, "keep_alive", None)
-        return keep_alive(name) if keep_alive is not None else None
+        if self._context is None:
+            return None
+        ttl: float | None = self._context.keep_alive(name)
+        return ttl
 
     # -- generation ----------------------------------------------------------------
 
@@ -238,10 +240,9 @@ class OllamaApi:
 
     def _keep_alive(self, name: str, seconds: float | None) -> None:
         alias = self._local(name)
-        keep_alive = getattr(self._context, "keep_alive", None)
-        if seconds is None or alias is None or keep_alive is None:
+        if seconds is None or alias is None or self._context is None:
             return
-        keep_alive(alias.name, capped(seconds, self._max_keep_alive))
+        self._context.keep_alive(alias.name, capped(seconds, self._max_keep_alive))
 
     def _ended(self, reply: Any, translated: Translated) -> None:
         reply.release()

@@ -25,19 +25,18 @@ at once over a loaded model of lower priority (quicker for it, more starts for t
 the lower ones still become due after ``max_wait``, so they do not starve). Within one
 model, requests are always served in arrival order.
 
-Everything is driven by one ``_pump`` that grants what can be granted whenever
-something changes (a request, a release, a process becoming ready or stopping).
-
-Each alias's server is a ``Slot`` whose lifecycle (starting, probing, ready, draining,
-stopping, and the ends) is spelled out in ``_slot``; the waiting requests are a
-``WaitQueue`` (``_waiters``); the limits and the errors they raise are in ``limits``;
-the waits and swaps ``/running`` shows are counted in ``_stats``.
+Everything is driven by one ``_pump`` that grants what can be granted whenever something changes (a
+request, a release, a process becoming ready or stopping). Each alias's server is a ``Slot`` whose
+lifecycle (starting, probing, ready, draining, stopping, and the ends) is spelled out in ``_slot``;
+the waiting requests are a ``WaitQueue`` (``_waiters``); the limits and the errors they raise are
+in ``limits``; the waits and swaps ``/running`` shows are counted in ``_stats``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -273,11 +272,8 @@ class DefaultSharedContext:
     def _cannot_build(self, alias: LocalAlias, exc: Exception) -> None:
         # Nothing could be spawned (no executable, bad flags): fail this alias's
         # waiters only; the scheduler itself must never raise.
-        error = (
-            exc
-            if isinstance(exc, ServerCoreError)
-            else internal_error(exc, f"building the process for '{alias.name}'")
-        )
+        where = f"building the process for '{alias.name}'"
+        error = exc if isinstance(exc, ServerCoreError) else internal_error(exc, where)
         self._last_errors[alias.name] = error.message
         self._notify("failed", alias.name, {"error": error.message})
         self._queue.fail_alias(alias.name, error)
@@ -299,11 +295,8 @@ class DefaultSharedContext:
             log.failure("checking the chat template of {alias}", verdict, alias=slot.name)
             verdict = TemplateVerdict(None, "the chat template could not be checked")
         if verdict.ok is False:
-            log.error(
-                "{alias}: {detail}; its chat requests are refused until the alias is fixed",
-                alias=slot.name,
-                detail=verdict.detail,
-            )
+            refused = "{alias}: {detail}; its chat requests are refused until the alias is fixed"
+            log.error(refused, alias=slot.name, detail=verdict.detail)
         elif verdict.ok is None:
             log.warn("{alias}: {detail}", alias=slot.name, detail=verdict.detail)
         if slot.probed(verdict):
@@ -374,6 +367,14 @@ class DefaultSharedContext:
 
     # -- idle TTL -----------------------------------------------------------------------
 
+    def keep_alive(self, alias_name: str, seconds: float | None = None) -> float | None:
+        """Set (``seconds``) and return the idle TTL of that alias's running server."""
+        slot = self._slots.get(alias_name)
+        if slot is not None and seconds is not None:
+            slot.alias = replace(slot.alias, ttl=seconds)  # this server's, until it stops
+            self._arm_idle(slot)  # an idle server's timer restarts; a leased one's at release
+        return None if slot is None else self._ttl(slot)
+
     def _ttl(self, slot: Slot) -> float:
         return slot.alias.ttl if slot.alias.ttl is not None else self._limits.ttl
 
@@ -395,6 +396,5 @@ class DefaultSharedContext:
             try:
                 listener.on_state_change(event, alias, detail)
             except Exception:
-                log.failure(
-                    "state listener failed on {event} for {alias}", event=event, alias=alias
-                )
+                failed = "state listener failed on {event} for {alias}"
+                log.failure(failed, event=event, alias=alias)

@@ -20,6 +20,7 @@ from twisted.internet import threads
 from harness.fake_llama.server import FakeConfig
 from tests.integration.stack import reactor, stack
 from tests.integration.test_managed import managed
+from tests.polling import until
 from tests.unit.ollama.gguf_files import write_gguf
 
 pytestmark = pytest.mark.timeout(60)
@@ -176,3 +177,30 @@ async def test_managed_model_details_from_its_gguf_file_and_ps(tmp_path: Path) -
     (running,) = after.models
     assert running.model == "tiny" and running.context_length == 2048
     assert running.size_vram == 0 and running.expires_at is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_alive_per_request_sets_the_ttl_and_zero_unloads(tmp_path: Path) -> None:
+    model = write_gguf(tmp_path / "tiny.gguf")
+    async with managed(tmp_path, {"tiny": []}, model=str(model), ttl=300) as m:
+
+        def chat(keep_alive: Any) -> Any:
+            client = ollama.Client(host=m.url)
+            client.chat("tiny", messages=HI, options={"num_predict": 2}, keep_alive=keep_alive)
+            return client.ps()
+
+        (kept,) = (await in_thread(lambda: chat("-1"))).models
+        assert kept.expires_at is not None and kept.expires_at.year >= 2100
+        (timed,) = (await in_thread(lambda: chat("10m"))).models
+        assert m.context.keep_alive("tiny") == 600
+        assert timed.expires_at is not None and timed.expires_at.year < 2100
+        await in_thread(lambda: chat(0))
+        await until(lambda: not m.context.is_loaded("tiny"))
+        gone = await in_thread(lambda: ollama.Client(host=m.url).ps())
+        assert gone.models == []
+        # Ollama's load and unload requests: an empty prompt, then keep_alive 0.
+        loaded = await in_thread(lambda: ollama.Client(host=m.url).generate("tiny", prompt=""))
+        assert loaded.done_reason == "load" and m.context.is_loaded("tiny")
+        unload = ollama.Client(host=m.url).generate
+        unloaded = await in_thread(lambda: unload("tiny", prompt="", keep_alive=0))
+        assert unloaded.done_reason == "unload" and not m.context.is_loaded("tiny")
