@@ -5,7 +5,8 @@ one of the run's dialects (the first mix's 85/15 chat/completions split when tho
 are all the run offers, so old seeds draw what they drew); ``build_body`` writes the
 same request (prompt, token limit, stream) the way each API spells it; and
 ``generation_body`` is the chat body the fake generates the text of (llama-server turns
-Responses and Anthropic requests into chat requests before it generates).
+Responses and Anthropic requests into chat requests before it generates; the fake's own
+``responses_to_chat`` / ``anthropic_to_chat`` do the same here).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.chaos.kinds import (
     NATIVE,
     RESPONSES,
 )
+from harness.fake_llama import anthropic_to_chat, responses_to_chat
 
 __all__ = [
     "MESSAGES_DEFAULT_MAX_TOKENS",
@@ -92,13 +94,11 @@ def build_body(
 
 
 def generation_body(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The body whose text the fake generates: a Responses request as the chat request
-    llama-server converts it to (``input`` -> one user message, ``max_output_tokens`` ->
-    ``max_tokens``); every other body as it is."""
-    if endpoint != RESPONSES:
-        return body
-    chat = {k: v for k, v in body.items() if k not in ("input", "max_output_tokens")}
-    chat["messages"] = [{"role": "user", "content": body["input"]}]
-    if "max_output_tokens" in body:
-        chat["max_tokens"] = body["max_output_tokens"]
-    return chat
+    """The body whose text the fake generates: a Responses or an Anthropic request as the
+    chat request llama-server converts it to (``input`` -> one user message,
+    ``max_output_tokens`` -> ``max_tokens``); every other body as it is."""
+    if endpoint == RESPONSES:
+        return responses_to_chat(body)
+    if endpoint == MESSAGES:
+        return anthropic_to_chat(body)
+    return body
