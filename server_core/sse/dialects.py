@@ -252,7 +252,6 @@ _BY_PATH = {
     "/v1/responses": RESPONSES,
     "/responses": RESPONSES,
     "/v1/messages": MESSAGES,
-    "/messages": MESSAGES,
     "/completion": NATIVE,
     "/completions": NATIVE,  # llama-server's un-prefixed /completions is its native one
     "/infill": NATIVE,
