@@ -115,9 +115,9 @@ class ServerMetrics:
                 ("swaps", "Servers stopped to make room for another model."),
             )
         }
-        self._in_flight = Gauge(
-            "server_core_http_in_flight", "HTTP requests being answered.", registry=r
-        )
+        self._open = 0  # a plain int per request; the gauge reads it at scrape time
+        in_flight = Gauge("server_core_http_in_flight", "HTTP requests being answered.", registry=r)
+        in_flight.set_function(lambda: self._open)
         r.register(_NowCollector(self))
 
     def watch(self, status: ModelStatus, rows: Rows) -> None:
@@ -132,12 +132,12 @@ class ServerMetrics:
     # -- RequestSink -------------------------------------------------------------------
 
     def request_started(self, record: RequestRecord) -> None:
-        self._in_flight.inc()
+        self._open += 1
         if self.bus:
             self.bus.publish({"type": "request_start", "route": record.route})
 
     def request_finished(self, record: RequestRecord) -> None:
-        self._in_flight.dec()
+        self._open -= 1
         model = record.model or ""
         self._requests(record.route, model, str(record.status)).inc()
         if record.model is None:
