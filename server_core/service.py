@@ -193,8 +193,9 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         reactor=reactor,
     )
     site.noisy = False
-    if config.server.json_logs:
-        # The JSON line per request says all the access log line would, and more.
+    if not config.server.access_log:
+        # Off unless asked for: a line per request costs more than all the metrics, and
+        # ``json_logs`` says what it would say, and more.
         site.log = lambda request: None  # type: ignore[method-assign]
     top = MultiService()
     drain = DrainService(routes.in_flight, router, site, config.server.drain_timeout, reactor)

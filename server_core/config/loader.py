@@ -141,6 +141,7 @@ def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
         metrics_public=m.get("metrics_public", reader.boolean, d.metrics_public),
         node_name=m.get("node_name", lambda n, p: _node_name(reader, n, p), d.node_name),
         json_logs=m.get("json_logs", reader.boolean, d.json_logs),
+        access_log=m.get("access_log", reader.boolean, d.access_log),
     )
 
 

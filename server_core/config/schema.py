@@ -6,7 +6,7 @@ Every section is optional::
              drain_timeout, upstream: {connect_timeout, header_timeout, idle_timeout,
                                       max_header_bytes, max_headers},
              allowed_hosts, cors_origins, allow_unauthenticated, default_model,
-             metrics_public, node_name, json_logs}
+             metrics_public, node_name, json_logs, access_log}
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
@@ -59,6 +59,7 @@ SERVER_KEYS = (
     "metrics_public",
     "node_name",
     "json_logs",
+    "access_log",
 )
 UPSTREAM_KEYS = (
     "connect_timeout",

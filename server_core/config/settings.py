@@ -69,6 +69,9 @@ class ServerSettings:
     """This server's name in ``X-Served-By: NODE/ALIAS``; the host name by default."""
     json_logs: bool = False
     """Log one JSON line per finished request (model, status, ending, TTFT, duration)."""
+    access_log: bool = False
+    """Twisted's combined-format access log line per request (off: it costs 135-204 µs a
+    request, and ``json_logs`` says more for a fraction of that)."""
 
 
 @dataclass(frozen=True)

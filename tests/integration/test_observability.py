@@ -3,6 +3,7 @@ after real requests through server_core to the fake llama-server."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,24 @@ async def test_a_managed_start_is_seen_on_models_ready_events_and_metrics(tmp_pa
 def _start(data: dict[str, Any]) -> dict[str, Any]:
     """The start time a ``loaded`` event carries, whatever it was."""
     return {"start_seconds": data["start_seconds"]} if "start_seconds" in data else {}
+
+
+@pytest.mark.parametrize(("setting", "lines"), [("", 0), ("  access_log: true\n", 1)])
+@pytest_twisted.ensureDeferred
+async def test_the_access_log_is_off_unless_asked_for(setting: str, lines: int) -> None:
+    async with stack(server_yaml=setting) as s:
+        written = io.StringIO()
+        s.service.site._logFile = written  # where Site.log writes, once started
+        assert (await get(s.url + "/health"))[0] == 200
+        await until(lambda: ("/health", "", "200") in _requests_now(s.service))
+        assert written.getvalue().count("GET /health") == lines
+
+
+def _requests_now(service: Any) -> set[tuple[str, str, str]]:
+    scrape = samples(service.metrics.render())
+    return {
+        (label["route"], label["model"], label["status"])
+        for (name, labels), _ in scrape.items()
+        if name == "server_core_requests_total"
+        for label in [dict(labels)]
+    }

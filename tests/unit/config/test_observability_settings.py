@@ -15,6 +15,7 @@ def test_defaults_keep_metrics_private_name_the_host_and_log_no_json(base: Path)
     assert server.metrics_public is False
     assert server.node_name == socket.gethostname()
     assert server.json_logs is False
+    assert server.access_log is False
 
 
 def test_values_are_read(base: Path) -> None:
@@ -23,8 +24,10 @@ def test_values_are_read(base: Path) -> None:
           metrics_public: true
           node_name: gpu-box_2.rack-1
           json_logs: true
+          access_log: true
     """
     server = parse(text, base).server
+    assert server.access_log is True
     assert (server.metrics_public, server.node_name, server.json_logs) == (
         True,
         "gpu-box_2.rack-1",
@@ -37,6 +40,7 @@ def test_values_are_read(base: Path) -> None:
     [
         ("  metrics_public: sometimes  # <-\n", "expected true or false"),
         ("  json_logs: 1  # <-\n", "expected true or false"),
+        ("  access_log: on please  # <-\n", "expected true or false"),
         ("  node_name: 'a b'  # <-\n", "server.node_name: expected a node name"),
         ("  node_name: 'a/b'  # <-\n", "got 'a/b'"),
         ("  node_name: '-a'  # <-\n", "starting with a letter or digit"),
