@@ -39,6 +39,8 @@ _SCALARS: dict[int, str] = {
 }
 _STRING = 8
 _ARRAY = 9
+_U64 = struct.Struct("<Q")
+_BLOCK = 1 << 20
 
 # llama.cpp's ``llama_ftype``: what ``general.file_type`` numbers mean.
 FILE_TYPES: dict[int, str] = {
@@ -113,6 +115,7 @@ class _Reader:
     def __init__(self, file: BinaryIO, limit: int) -> None:
         self._file = file
         self._limit = limit
+        self._size = os.fstat(file.fileno()).st_size
 
     def take(self, size: int) -> bytes:
         if size < 0 or self._file.tell() + size > self._limit:
@@ -125,6 +128,8 @@ class _Reader:
     def skip(self, size: int) -> None:
         if size < 0 or self._file.tell() + size > self._limit:
             raise GgufError(f"the GGUF header is larger than {self._limit} bytes")
+        if self._file.tell() + size > self._size:
+            raise GgufError("the GGUF header ends before its last key-value pair")
         self._file.seek(size, os.SEEK_CUR)
 
     def unpack(self, fmt: str) -> Any:
@@ -145,6 +150,29 @@ class _Reader:
     def skip_string(self) -> None:
         self.skip(int(self.unpack("<Q")))
 
+    def skip_strings(self, count: int) -> None:
+        """Skip ``count`` strings, walking blocks in memory: a vocabulary has 150 000."""
+        base, block, at = self._file.tell(), b"", 0
+        for _ in range(count):
+            if at + 8 > len(block):
+                base, at = base + at, 0
+                block = self._block(base)
+            size = _U64.unpack_from(block, at)[0]
+            if size > MAX_STRING:
+                raise GgufError(f"a GGUF string of {size} bytes is longer than {MAX_STRING}")
+            at += 8 + size
+        self._file.seek(base)
+        self.skip(at)
+
+    def _block(self, position: int) -> bytes:
+        if position + 8 > self._limit:
+            raise GgufError(f"the GGUF header is larger than {self._limit} bytes")
+        self._file.seek(position)
+        block = self._file.read(_BLOCK)
+        if len(block) < 8:
+            raise GgufError("the GGUF header ends before its last key-value pair")
+        return block
+
 
 def _value(reader: _Reader, kind: int, keep: bool) -> Any:
     """One typed value; arrays and unwanted strings are skipped (None)."""
@@ -160,6 +188,8 @@ def _value(reader: _Reader, kind: int, keep: bool) -> Any:
         count = reader.count()
         if item_kind in _SCALARS:
             reader.skip(count * struct.calcsize(_SCALARS[item_kind]))
+        elif item_kind == _STRING:
+            reader.skip_strings(count)
         else:
             for _ in range(count):
                 _value(reader, item_kind, False)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from server_core.ollama import gguf
 from server_core.ollama.gguf import GgufCache, GgufError, read_gguf_info
 from tests.unit.ollama.gguf_files import (
     ARRAY,
@@ -98,3 +99,27 @@ def test_cache_reads_once_per_file_version_and_hides_failures(tmp_path: Path) ->
     path.write_bytes(b"GGML not any more")
     assert cache.info(str(path)) is None and len(calls) == 2
     assert cache.info(str(tmp_path / "missing.gguf")) is None
+
+
+def test_string_arrays_are_walked_in_blocks_whatever_the_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = [("w" * (i % 23)) for i in range(500)]
+    pairs = [("tokenizer.ggml.tokens", ARRAY, (STRING, words)), *LLAMA_PAIRS[:5]]
+    path = write_gguf(tmp_path / "m.gguf", gguf_bytes(pairs, LLAMA_TENSORS))
+    expected = read_gguf_info(str(path))
+    for block in (8, 9, 31, 64, 4096):
+        monkeypatch.setattr(gguf, "_BLOCK", block)
+        assert read_gguf_info(str(path)) == expected
+    assert expected.architecture == "llama" and expected.parameter_count == 128064
+
+
+def test_a_string_array_cut_short_or_with_a_giant_string_is_refused(tmp_path: Path) -> None:
+    pairs = [("tokenizer.ggml.tokens", ARRAY, (STRING, ["abc"] * 100))]
+    data = gguf_bytes(pairs)
+    for cut in (200, 1, 5):  # in a length, at the end of the last string, in a length
+        with pytest.raises(GgufError, match="ends before"):
+            read_gguf_info(str(write_gguf(tmp_path / "cut.gguf", data[:-cut])))
+    giant = data[: data.index(b"abc") - 8] + struct.pack("<Q", 1 << 40) + b"abc"
+    with pytest.raises(GgufError, match="longer than"):
+        read_gguf_info(str(write_gguf(tmp_path / "giant.gguf", giant)))
