@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from harness.chaos import ChaosOptions, run_chaos
+from harness.chaos.kinds import DIALECT_NAMES
 from harness.chaos.server_child import child_env
 from harness.fake_llama import FakeConfig, start_fake_server
 from tests.harness.chaos.support import tables_add_up
@@ -188,3 +189,6 @@ async def test_spawn_mode_run_has_no_violation() -> None:
     assert data["outcomes"]["disconnected"] > 0
     assert data["kinds"]["reset"]["outcomes"]["done"] < data["kinds"]["reset"]["requests"]
     assert any("300/300 requests" in line for line in lines)
+    # server_core serves every dialect (probed): each was drawn and judged by its own rules.
+    assert report.options.dialects == DIALECT_NAMES
+    assert all(data["dialects"][d]["requests"] > 20 for d in DIALECT_NAMES), data["dialects"]
