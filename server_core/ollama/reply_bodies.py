@@ -58,19 +58,31 @@ def _count(*values: Any) -> int:
 
 
 def timing_fields(reply: dict[str, Any], durations: Durations) -> dict[str, Any]:
-    """Ollama's counts and durations (ns) from a reply's ``timings`` and ``usage``."""
+    """Ollama's counts and durations (ns) from a reply's ``timings`` and ``usage``.
+
+    ``load_duration`` is the time the request spent outside llama-server's evaluation
+    (waiting for the model to start or be swapped in, queueing, transfer): the total minus
+    the prompt and generation times when llama-server reports them. Without them it is
+    the wait for the upstream's first answer, which for a whole (non-stream) answer
+    includes the generation, so the timings win where there are any.
+    """
     timings = reply.get("timings") if isinstance(reply.get("timings"), dict) else {}
     usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
     assert isinstance(timings, dict) and isinstance(usage, dict)
-    fields: dict[str, Any] = {
-        "total_duration": int(durations.total * _NS),
-        "load_duration": int(durations.load * _NS),
+    prompt_ns = _ms_ns(timings.get("prompt_ms"))
+    eval_ns = _ms_ns(timings.get("predicted_ms"))
+    total_ns = int(durations.total * _NS)
+    load_ns = int(durations.load * _NS)
+    if prompt_ns is not None and eval_ns is not None:
+        load_ns = max(0, total_ns - prompt_ns - eval_ns)
+    return {
+        "total_duration": total_ns,
+        "load_duration": load_ns,
         "prompt_eval_count": _count(timings.get("prompt_n"), usage.get("prompt_tokens")),
-        "prompt_eval_duration": _ms_ns(timings.get("prompt_ms")) or 0,
+        "prompt_eval_duration": prompt_ns or 0,
         "eval_count": _count(timings.get("predicted_n"), usage.get("completion_tokens")),
-        "eval_duration": _ms_ns(timings.get("predicted_ms")) or 0,
+        "eval_duration": eval_ns or 0,
     }
-    return fields
 
 
 def done_reason(finish_reason: Any) -> str:

@@ -94,8 +94,8 @@ def test_complete_chat_stream_ends_with_done_and_timings_in_ns() -> None:
     assert last["done"] is True and last["done_reason"] == "stop"
     assert last["prompt_eval_count"] == 7 and last["eval_count"] == 3
     assert last["prompt_eval_duration"] == 12_500_000 and last["eval_duration"] == 30_000_000
-    assert last["load_duration"] == 1_000_000_000  # from arrival (9 s) to the answer (10 s)
-    assert last["total_duration"] == 3_000_000_000
+    assert last["total_duration"] == 3_000_000_000  # from the arrival (9 s) to the end (12 s)
+    assert last["load_duration"] == 3_000_000_000 - 12_500_000 - 30_000_000
     assert run.request.responseHeaders.getRawHeaders(b"content-type") == [b"application/x-ndjson"]
     assert run.request.responseCode == 200
     assert run.endings == [Ending.DONE] and run.request.finished == 1

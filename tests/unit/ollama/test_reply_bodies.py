@@ -33,7 +33,7 @@ def test_chat_reply_with_timings_in_nanoseconds() -> None:
         "done": True,
         "done_reason": "stop",
         "total_duration": 2_000_000_000,
-        "load_duration": 500_000_000,
+        "load_duration": 1_945_750_000,  # the total outside the evaluation
         "prompt_eval_count": 11,
         "prompt_eval_duration": 4_000_000,
         "eval_count": 5,
@@ -46,6 +46,7 @@ def test_usage_counts_when_there_are_no_timings() -> None:
     out = chat_reply(completion({"content": "x"}, "length", usage=usage), "m", 0.0, TIMES)
     assert out["prompt_eval_count"] == 3 and out["eval_count"] == 2
     assert out["prompt_eval_duration"] == 0 and out["done_reason"] == "length"
+    assert out["load_duration"] == 500_000_000  # no timings: the wait for the answer
 
 
 def test_chat_reply_tool_calls_and_thinking() -> None:
