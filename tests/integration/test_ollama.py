@@ -204,3 +204,22 @@ async def test_keep_alive_per_request_sets_the_ttl_and_zero_unloads(tmp_path: Pa
         unload = ollama.Client(host=m.url).generate
         unloaded = await in_thread(lambda: unload("tiny", prompt="", keep_alive=0))
         assert unloaded.done_reason == "unload" and not m.context.is_loaded("tiny")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_mid_stream_cancels_the_upstream_at_once() -> None:
+    async with stack() as s:
+        before = s.fake.cancelled
+
+        def take_two() -> list[Any]:
+            client = ollama.Client(host=s.url, headers={"X-Fault": "token_delay=20ms"})
+            options = {"num_predict": 200}
+            stream = client.chat("fake", messages=HI, stream=True, options=options)
+            parts = [next(stream), next(stream)]
+            stream.close()  # closes the response: the connection goes away mid-stream
+            return parts
+
+        parts = await in_thread(take_two)
+        assert all(part.done is False for part in parts)
+        waited = await until(lambda: s.fake.cancelled > before, timeout=2.0)
+        assert waited < 0.5, f"upstream cancelled only after {waited:.3f} s"
