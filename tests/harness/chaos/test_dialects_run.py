@@ -1,6 +1,7 @@
 """Chaos in every dialect against the fake itself: the plans match what the fake streams,
 honest faults leave no violation, the served set is probed, and a relay that forges
-``response.completed`` over a lost Responses stream is caught and reproduced."""
+``response.completed`` over a lost Responses stream (or ``message_stop`` over an
+Anthropic one) is caught and reproduced."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from harness.chaos.served import served_dialects
 from harness.chaos.server_child import child_env
 from harness.client import DONE, stream_request
 from harness.fake_llama import FakeConfig, FakeServer, start_fake_server
+from server_core.sse import Event, decode_all
+from server_core.sse.dialects import Frame, dialect_for_path
 from tests.harness.chaos.support import tables_add_up
 from tests.harness.chaos.test_runner import BadProxy, bad_proxy
 
@@ -105,29 +108,48 @@ async def test_the_probe_leaves_out_the_dialects_a_target_does_not_serve() -> No
         assert "--dialects" in report.options.reproduce_argv(0)
 
 
-# -- a planted violation in the Responses dialect --------------------------------------
+# -- a planted violation in the Responses (and the Anthropic) dialect -----------------
 
 FORGED_COMPLETED = (
     b"event: response.completed\n"
     b'data: {"type":"response.completed","response":{"object":"response","status":"completed"}}'
     b"\n\n"
 )
+FORGED_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 class ForgedCompletedProxy(BadProxy):
     """Relays byte for byte; when a Responses stream ends without ``response.completed``
     (upstream reset, close, error event) it writes one and closes cleanly."""
 
+    path = "/v1/responses"
+    ending = b"response.completed"
+    forged = FORGED_COMPLETED
+
     def forged_ending(self, path: str, seen: bytes) -> bytes | None:
-        if path == "/v1/responses" and b"response.completed" not in seen:
-            return FORGED_COMPLETED  # THE BUG: a lost Responses stream looks complete
+        if path == self.path and self.ending not in seen:
+            return self.forged  # THE BUG: a lost stream looks complete
         return None
 
 
+class ForgedStopProxy(ForgedCompletedProxy):
+    """The same bug in the Anthropic dialect: a forged ``message_stop``."""
+
+    path = "/v1/messages"
+    ending = b"message_stop"
+    forged = FORGED_STOP
+
+
+@pytest.mark.parametrize(
+    ("proxy", "dialect"),
+    [(ForgedCompletedProxy, "responses"), (ForgedStopProxy, "messages")],
+)
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
-async def test_forged_response_completed_is_caught_and_reproduced(tmp_path: Path) -> None:
-    async with bad_proxy(ForgedCompletedProxy) as url:
+async def test_a_forged_complete_ending_is_caught_and_reproduced(
+    tmp_path: Path, proxy: type[ForgedCompletedProxy], dialect: str
+) -> None:
+    async with bad_proxy(proxy) as url:
         opts = ChaosOptions(
             target=url,
             model="m",
@@ -135,22 +157,22 @@ async def test_forged_response_completed_is_caught_and_reproduced(tmp_path: Path
             concurrency=8,
             seed=5,
             kinds=("clean", "close", "reset", "error"),
-            dialects=("responses",),
+            dialects=(dialect,),
         )
         report = await run_chaos(opts, reactor, log=lambda line: None)
         assert report.exit_code == 1
         data = report.to_json()
-        assert set(data["dialects"]) == {"responses"}
+        assert set(data["dialects"]) == {dialect}
         forged = ("done_despite_fault", "done_incomplete", "done_after_error")
         found = [v for v in data["violations"] if v["code"] in forged]
         assert found, data["violation_counts"]
         # The clean requests are not blamed: only the cut ones forged their ending.
         assert all(v["kind"] != "clean" for v in data["violations"]), data["violations"]
         v = next(v for v in found if "p=" not in v["spec"])
-        assert "response.completed" in v["detail"] or v["code"] == "done_despite_fault"
+        assert proxy.ending.decode() in v["detail"], v
         out_json = tmp_path / "again.json"
         argv = [*v["reproduce_argv"], "--json", str(out_json)]
-        assert "--dialects" in argv and argv[argv.index("--dialects") + 1] == "responses"
+        assert "--dialects" in argv and argv[argv.index("--dialects") + 1] == dialect
         out, err, code = await getProcessOutputAndValue(
             argv[0], argv[1:], env=child_env(), reactor=reactor
         )
@@ -160,3 +182,40 @@ async def test_forged_response_completed_is_caught_and_reproduced(tmp_path: Path
         assert [(w["index"], w["code"]) for w in again["violations"]] == [
             (w["index"], w["code"]) for w in data["violations"] if w["index"] == v["index"]
         ]
+
+
+class HonestEndingProxy(BadProxy):
+    """The fix of the proxies above: a Responses or Anthropic stream lost before its
+    complete ending ends with the dialect's one error event."""
+
+    def forged_ending(self, path: str, seen: bytes) -> bytes | None:
+        dialect = dialect_for_path(path)
+        if dialect is None or dialect.completes_with_marker:
+            return None
+        last = next((e for e in reversed(decode_all(seen)) if isinstance(e, Event)), None)
+        if last is not None and dialect.read(last)[0] is Frame.COMPLETE:
+            return None
+        return dialect.error_frame("upstream lost")
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_the_honest_ending_of_a_lost_stream_passes_in_every_new_dialect() -> None:
+    async with bad_proxy(HonestEndingProxy) as url:
+        opts = ChaosOptions(
+            target=url,
+            model="m",
+            requests=60,
+            concurrency=8,
+            seed=5,
+            stream_ratio=1.0,  # a cut JSON body cannot be made honest by a relay this small
+            # Not error_after: at the last event the fake writes its error after the
+            # ending, which a byte-for-byte relay passes on (server_core drops it).
+            kinds=("clean", "close", "reset", "drop"),
+            dialects=("responses", "messages"),
+        )
+        report = await run_chaos(opts, reactor, log=lambda line: None)
+        data = report.to_json()
+        assert data["violations"] == [], report.format_text()
+        for row in data["dialects"].values():
+            assert row["outcomes"]["error_event"] > 3 and row["outcomes"]["done"] > 3, row
