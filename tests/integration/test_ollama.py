@@ -167,7 +167,15 @@ async def test_managed_model_details_from_its_gguf_file_and_ps(tmp_path: Path) -
             client.chat("tiny", messages=HI, options={"num_predict": 2})
             return client.list(), client.show("tiny"), before, client.ps()
 
+        def look() -> ollama.ResponseError:
+            picture = [{**HI[0], "images": ["iVBORw0KGgo="]}]
+            with pytest.raises(ollama.ResponseError) as caught:
+                ollama.Client(host=m.url).chat("tiny", messages=picture)
+            return caught.value
+
         listed, shown, before, after = await in_thread(work)
+        blind = await in_thread(look)
+    assert blind.status_code == 400 and "--mmproj" in blind.error
     (entry,) = listed.models
     assert entry.details.family == "llama" and entry.details.quantization_level == "Q4_K_M"
     assert entry.size == model.stat().st_size
