@@ -222,9 +222,9 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_upstream_at_once() ->
         def take_two() -> list[Any]:
             client = ollama.Client(host=s.url, headers={"X-Fault": "token_delay=20ms"})
             options = {"num_predict": 200}
-            stream = client.chat("fake", messages=HI, stream=True, options=options)
+            stream: Any = client.chat("fake", messages=HI, stream=True, options=options)
             parts = [next(stream), next(stream)]
-            stream.close()  # closes the response: the connection goes away mid-stream
+            stream.close()  # a generator: closes the response, the connection goes away
             return parts
 
         parts = await in_thread(take_two)
