@@ -135,9 +135,11 @@ class OllamaApi:
             name = str(row.get("alias"))
             if row.get("state") in ("queued", "stopping", "stopped", "failed"):
                 continue
-            base = now if row.get("in_flight") else self._last_end.get(name, now)
             ttl = self._ttl(name)
-            expires = None if ttl is None or ttl < 0 else base + ttl
+            if ttl is None:
+                continue  # stopped since running() was asked
+            base = now if row.get("in_flight") else self._last_end.get(name, now)
+            expires = None if ttl < 0 else base + ttl
             models.append(self._card(name).running(expires, now))
         return {"models": models}
 
