@@ -196,7 +196,7 @@ class OllamaApi:
                 param="images",
             )
         if _loads_only(translated, kind):
-            answer = await self._load_only(translated, kind, alias)
+            answer = await self._load_only(translated, kind, alias, tracker)
             return self._answer(request, answer, translated.stream)
         reply, answered = await self._forward(request, translated, tracker)
         try:
@@ -253,7 +253,7 @@ class OllamaApi:
             self._last_end[alias.name] = self._clock.seconds()
 
     async def _load_only(
-        self, translated: Translated, kind: str, alias: LocalAlias | None
+        self, translated: Translated, kind: str, alias: LocalAlias | None, tracker: ReplyTracker
     ) -> dict[str, Any]:
         """An empty prompt loads the model (and ``keep_alive: 0`` unloads it), as Ollama."""
         if alias is None and self._router.get_model(self._name(translated.model)) is None:
@@ -266,7 +266,7 @@ class OllamaApi:
                 await self._context.stop(alias.name)
                 reason = "unload"
             else:
-                lease: Any = await self._context.acquire(alias)
+                lease: Any = await tracker.waiting(self._context.acquire(alias))
                 try:
                     self._keep_alive(alias.name, translated.keep_alive)
                 finally:
