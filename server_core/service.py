@@ -38,6 +38,7 @@ from server_core.template_check import ChatTemplateProbe
 from server_core.upstream import UpstreamClient
 from server_core.web import HEADER_TIMEOUT, DrainService, GuardedSite, Listener, OpenAIRoutes
 from server_core.web.browser_guard import BrowserGuard, HostCheck
+from server_core.web.status_routes import ModelLoader, PreloadService
 
 __all__ = [
     "build_context",
@@ -170,6 +171,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         local_names = [a.name for a in config.aliases.local_aliases()]
         admin = AdminApi(router.context, lambda: local_names)
     metrics = build_metrics(config, reactor, router)
+    loader = None if router.context is None else ModelLoader(router.context, config.aliases)
     routes = OpenAIRoutes(
         router,
         admin=admin,
@@ -178,6 +180,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         keepalive_interval=config.server.keepalive_interval,
         metrics=metrics,
         metrics_public=config.server.metrics_public,
+        loader=loader,
     )
     recorded = RecordingResource(
         guarded_resource(config, listen, routes.resource()),
@@ -200,6 +203,8 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     top = MultiService()
     drain = DrainService(routes.in_flight, router, site, config.server.drain_timeout, reactor)
     drain.setServiceParent(top)
+    if loader is not None and config.llama.preload:
+        PreloadService(loader, config.llama.preload).setServiceParent(top)
     Listener(serverFromString(reactor, listen), site).setServiceParent(top)
     top.routes = routes  # type: ignore[attr-defined]
     top.metrics = metrics  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from yaml.nodes import Node
 
-from server_core.aliases import DefaultAliasStore
+from server_core.aliases import DefaultAliasStore, LocalAlias
 from server_core.config._values import ConfigReader
 from server_core.config._yaml_nodes import NodeMap, is_null
 from server_core.config.alias_entries import read_aliases
@@ -36,7 +36,7 @@ from server_core.config.settings import (
     ServerSettings,
     UpstreamSettings,
 )
-from server_core.errors import ConfigError
+from server_core.errors import ConfigError, ServerCoreError
 
 __all__ = ["load_config", "parse_config"]
 
@@ -109,7 +109,29 @@ def _read(reader: ConfigReader, text: str, *, created: int | None, source: str |
         smap = reader.mapping(top.value_node("server"), "server", SERVER_KEYS)
         default = (server.default_model, smap.line("default_model"))
     store = read_aliases(reader, top, llama, created, default)
+    _check_preload(reader, top.value_node("llama_server"), llama, store)
     return Config(server=server, llama=llama, aliases=store, source=source)
+
+
+def _check_preload(
+    reader: ConfigReader, node: Node | None, llama: LlamaSettings, store: DefaultAliasStore
+) -> None:
+    """Each ``preload`` name is a managed model (a remote one has nothing to start)."""
+    if not llama.preload:
+        return
+    m = reader.mapping(node, "llama_server", LLAMA_KEYS)
+    managed = {alias.name for alias in store.local_aliases()}
+    for name in llama.preload:
+        try:
+            target = store.resolve(name)
+        except ServerCoreError:
+            target = None
+        if not isinstance(target, LocalAlias):
+            reader.fail(
+                f"llama_server.preload: {name!r} is not a managed model "
+                f"(managed: {', '.join(sorted(managed)) or 'none'})",
+                m.line("preload"),
+            )
 
 
 def _server_settings(reader: ConfigReader, node: Node | None) -> ServerSettings:
@@ -198,6 +220,7 @@ def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
         ),
         max_wait=m.get("max_wait", reader.non_negative, d.max_wait),
         min_resident=m.get("min_resident", reader.non_negative, d.min_resident),
+        preload=m.get("preload", reader.string_list, d.preload),
     )
 
 

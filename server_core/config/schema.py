@@ -10,7 +10,7 @@ Every section is optional::
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
-                   max_concurrent_per_alias, max_wait, min_resident}
+                   max_concurrent_per_alias, max_wait, min_resident, preload}
     model_dirs: [DIR, ...]
     aliases:  [{alias, model, request_params, context_params, ttl, variant, priority, names}]
     external: [{alias, url, model, api_key_env, api_key_optional, request_params}]
@@ -84,6 +84,7 @@ LLAMA_KEYS = (
     "max_concurrent_per_alias",
     "max_wait",
     "min_resident",
+    "preload",
 )
 VARIANT_KEYS = ("executable", "args")
 ALIAS_KEYS = (

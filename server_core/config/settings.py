@@ -108,6 +108,8 @@ class LlamaSettings:
     requests before a swap is due; 0 = plain arrival order (a swap per change of model)."""
     min_resident: float = 0.0
     """Seconds a just-loaded model keeps serving, while wanted, before a due swap; 0 = off."""
+    preload: tuple[str, ...] = ()
+    """Managed models started when the server starts, ahead of their first request."""
 
     def command_for(self, variant: str | None = None) -> tuple[str, tuple[str, ...]]:
         """(executable, args) for an alias's ``exec_variant`` (None = the default)."""

@@ -44,7 +44,7 @@ from server_core.web.responses import (
     write_anthropic_error,
     write_error,
 )
-from server_core.web.status_routes import StatusRoutes
+from server_core.web.status_routes import ModelLoader, StatusRoutes
 
 __all__ = ["OpenAIRoutes"]
 
@@ -88,6 +88,7 @@ class OpenAIRoutes:
         admin: AdminApi | None = None,
         metrics: ServerMetrics | None = None,
         metrics_public: bool = False,
+        loader: ModelLoader | None = None,
     ) -> None:
         self._router = router
         self._check_auth = ApiKeyCheck(api_keys)
@@ -106,6 +107,7 @@ class OpenAIRoutes:
             clock=clock,
             keepalive_interval=keepalive_interval,
             metrics_public=metrics_public,
+            loader=loader,
         )
 
     def resource(self) -> Any:
@@ -231,6 +233,10 @@ class OpenAIRoutes:
     @app.route("/api/events", methods=["GET"])
     async def events(self, request: Request) -> bytes | None:
         return await self._status.events(request)
+
+    @app.route("/load", methods=["POST"])
+    async def load(self, request: Request) -> bytes | None:
+        return await self._status.load(request)
 
     # -- the proxied routes --------------------------------------------------------
 

@@ -7,6 +7,10 @@
   when it could after a start, 404 for a model this server does not know.
 - ``GET /api/events``: an SSE stream (``DirectSse``) of the current status of each managed
   model, then every state change, swap, lease and request end as it happens.
+- ``POST /load {"alias": NAME}``: start a managed model ahead of its requests (answers
+  once it is ready); ``llama_server.preload`` does the same for its list at startup
+  (``PreloadService``). Both go through ``ModelLoader``: a lease taken and given back at
+  once, so a start obeys the scheduler like any request (``max_loaded``, swaps, queue).
 """
 
 from __future__ import annotations
@@ -14,19 +18,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.server import Request
 
-from server_core.errors import AliasNotFound, ServerCoreError
-from server_core.interfaces import IRouterState
+from server_core.aliases import LocalAlias
+from server_core.errors import AliasNotFound, BadRequest, NotFound, ServerCoreError
+from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
 from server_core.metrics import CONTENT_TYPE, ServerMetrics, Subscription
 from server_core.sse import DirectSse
 from server_core.sse.direct import DirectEvent
+from server_core.validation import parse_json_body
 from server_core.web.auth import ApiKeyCheck
 from server_core.web.drain import InFlight
 from server_core.web.responses import send_json, write_error
 
-__all__ = ["READY_HEADER", "StatusRoutes"]
+__all__ = ["READY_HEADER", "ModelLoader", "PreloadService", "StatusRoutes"]
+
+log = Logger()
 
 READY_HEADER = b"x-server-core-ready"
 _LOADED = "loaded"
@@ -45,7 +56,9 @@ class StatusRoutes:
         clock: IReactorTime,
         keepalive_interval: float | None,
         metrics_public: bool = False,
+        loader: ModelLoader | None = None,
     ) -> None:
+        self._loader = loader
         self._metrics = metrics
         self._router = router
         self._in_flight = in_flight
@@ -111,6 +124,68 @@ class StatusRoutes:
         finally:
             subscription.close()
         return None
+
+    async def load(self, request: Request) -> bytes | None:
+        """Start one managed model now; answers when it is ready to serve."""
+        try:
+            self._check_auth(request)
+            if self._loader is None:
+                raise NotFound(
+                    "This server manages no llama-server processes.", code="no_managed_models"
+                )
+            name = await self._loader.load(_alias_in(request))
+        except ServerCoreError as error:
+            return write_error(request, error)
+        return send_json(request, {"loaded": name, "status": {"value": _LOADED}})
+
+
+class ModelLoader:
+    """Starts a managed model ahead of its requests (see module doc)."""
+
+    def __init__(self, context: ISharedContext, aliases: IAliasStore) -> None:
+        self._context = context
+        self._aliases = aliases
+
+    async def load(self, name: str) -> str:
+        """Start (or join the start of) ``name``'s server; the alias name once ready."""
+        target = self._aliases.resolve(name)
+        if not isinstance(target, LocalAlias):
+            raise BadRequest(
+                f"'{name}' is not a managed model; there is nothing to start.",
+                param="alias",
+                code="not_managed",
+            )
+        lease: Any = await self._context.acquire(target)
+        lease.release()
+        return target.name
+
+
+class PreloadService(Service):
+    """Starts ``llama_server.preload``'s models when the server starts."""
+
+    def __init__(self, loader: ModelLoader, names: tuple[str, ...]) -> None:
+        self._loader = loader
+        self._names = names
+
+    def startService(self) -> None:
+        super().startService()
+        for name in self._names:
+            started = defer.ensureDeferred(self._loader.load(name))
+            started.addCallbacks(
+                lambda alias: log.info("preloaded {alias}", alias=alias),
+                lambda failure, name=name: log.warn(
+                    "preloading {alias} failed: {why}", alias=name, why=failure.getErrorMessage()
+                ),
+            )
+
+
+def _alias_in(request: Request) -> str:
+    assert request.content is not None
+    body = parse_json_body(request.content.read())
+    alias = body.get("alias", body.get("model"))
+    if not isinstance(alias, str) or not alias:
+        raise BadRequest("'alias' must name a managed model.", param="alias")
+    return alias
 
 
 async def _as_events(

@@ -295,3 +295,42 @@ def _requests_now(service: Any) -> set[tuple[str, str, str]]:
         if name == "server_core_requests_total"
         for label in [dict(labels)]
     }
+
+
+async def post_json(url: str, body: Any) -> tuple[int, Any]:
+    response = await treq.post(url, json=body, persistent=False)
+    return response.code, json.loads(await treq.content(response))
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_starts_a_model_ahead_of_its_requests(tmp_path: Path) -> None:
+    async with managed(tmp_path, {"a": ["--fault", "load_delay=200ms"]}) as m:
+        assert m.context.running() == []
+        status, answer = await post_json(m.url + "/load", {"alias": "a"})
+        assert status == 200 and answer == {"loaded": "a", "status": {"value": "loaded"}}
+        (row,) = m.context.running()
+        assert row["state"] == "ready" and row["in_flight"] == 0  # the lease was given back
+        result = await ask(m, "a")
+        assert result.outcome == "done", result.summary()
+        assert m.context.starts == 1  # the request found it loaded
+        status, answer = await post_json(m.url + "/load", {"alias": "a"})
+        assert status == 200 and m.context.starts == 1  # loading a loaded model is a no-op
+        status, answer = await post_json(m.url + "/load", {"alias": "nope"})
+        assert status == 404 and answer["error"]["code"] == "model_not_found"
+        status, answer = await post_json(m.url + "/load", {"alias": 3})
+        assert status == 400 and answer["error"]["param"] == "alias"
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_without_managed_models_is_a_404() -> None:
+    async with stack() as s:
+        status, answer = await post_json(s.url + "/load", {"alias": "fake"})
+        assert status == 404 and answer["error"]["code"] == "no_managed_models"
+
+
+@pytest_twisted.ensureDeferred
+async def test_preload_starts_its_models_when_the_server_starts(tmp_path: Path) -> None:
+    async with managed(tmp_path, {"a": [], "b": []}, preload='["b"]', max_loaded=2) as m:
+        await until(lambda: [r["state"] for r in m.context.running()] == ["ready"], timeout=20)
+        assert [r["alias"] for r in m.context.running()] == ["b"]
+        assert m.context.starts == 1

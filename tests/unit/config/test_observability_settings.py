@@ -55,3 +55,32 @@ def test_a_bad_value_names_its_line(base: Path, snippet: str, message: str) -> N
 
 def test_a_misspelt_key_gets_a_suggestion(base: Path) -> None:
     assert_error_at_marked_line(base, "server:\n  metric_public: true  # <-\n", "metrics_public")
+
+
+def test_preload_names_managed_models(base: Path) -> None:
+    text = """
+        llama_server:
+          preload: [a]
+        aliases:
+          - alias: a
+            model: models/a.gguf
+    """
+    assert parse(text, base).llama.preload == ("a",)
+    assert parse("llama_server: {}\n", base).llama.preload == ()
+
+
+@pytest.mark.parametrize(
+    ("preload", "message"),
+    [
+        ("[nope]", "'nope' is not a managed model (managed: a)"),
+        ("[e]", "'e' is not a managed model"),
+        ("a", "llama_server.preload: expected a list"),
+    ],
+)
+def test_preload_of_anything_else_names_its_line(base: Path, preload: str, message: str) -> None:
+    text = (
+        f"llama_server:\n  preload: {preload}  # <-\n"
+        "aliases:\n  - alias: a\n    model: models/a.gguf\n"
+        "external:\n  - alias: e\n    url: http://h\n"
+    )
+    assert_error_at_marked_line(base, text, message)
