@@ -36,6 +36,8 @@ ENDLESS = [*ALIAS, "--ignore-eos"]
 SDK_TIMEOUT = 90.0
 # The anthropic SDK (2.x) has no temperature argument; llama-server reads it from the body.
 GREEDY = {"temperature": 0}
+# A few tokens only, for each route's own name of the limit.
+SHORT = {"/v1/responses": {"max_output_tokens": 3}, "/v1/messages": {"max_tokens": 3}}
 
 
 @pytest.fixture
@@ -328,6 +330,35 @@ async def test_native_completion_stream_killed_mid_stream_ends_with_one_error_ev
         assert not result.done_after_error and not result.after_error
         assert result.error is not None and "'m'" in result.error["message"]
         assert result.n_events >= 4  # three tokens, then the error
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/responses", {"input": LONG, "max_output_tokens": 400}),
+        ("/v1/messages", {"messages": user(LONG), "max_tokens": 400}),
+    ],
+    ids=["responses", "messages"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_mid_stream_cancels_the_generation(
+    tmp_path: Path, real: dict[str, Any], path: str, payload: dict[str, Any]
+) -> None:
+    async with managed(tmp_path, {"m": ENDLESS}, **real) as m:
+        await warm_pid(m)
+        left = await stream_request(
+            m.url + path, {"model": "m", "stream": True, **payload}, timeout=90, disconnect_after=3
+        )
+        assert left.outcome == "disconnected", left.summary()
+        process = m.context.process_for("m")
+        # llama-server logs the cancel when its connection to server_core is closed; an
+        # ignored disconnect would generate all 400 tokens (seconds) for nobody.
+        await until(lambda: any("cancel task" in ln for ln in process.recent_logs()), timeout=5)
+        again = await stream_request(
+            m.url + path, {"model": "m", "stream": True, **payload, **SHORT[path]}, timeout=90
+        )
+        assert again.outcome == "done", again.summary()
+        assert m.context.starts == 1
 
 
 # -- known bug: count_tokens is not validated like the Messages request it counts --------
