@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +336,61 @@ async def test_preload_starts_its_models_when_the_server_starts(tmp_path: Path) 
         await until(lambda: [r["state"] for r in m.context.running()] == ["ready"], timeout=20)
         assert [r["alias"] for r in m.context.running()] == ["b"]
         assert m.context.starts == 1
+
+
+# (X-Fault, disconnect_after) -> the outcome the client sees; the mix a chaos run draws.
+_CHAOS_MIX = [
+    (None, None),
+    ("reset_after=2", None),
+    ("close_after=3", None),
+    ("drop_after=1", None),
+    ("error_after=2", None),
+    ("malformed_after=1", None),
+    ("stall_after=2", None),
+    ("status=503", None),
+    ("token_delay=10ms", 2),
+]
+# The client's outcome -> the ending kind the server must have counted.
+_KIND_OF_OUTCOME = {
+    "done": "complete",
+    "error_event": "error_event",
+    "http_error": "http_error",
+    "disconnected": "client_gone",
+}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_scrape_after_a_seeded_fault_mix_counts_what_the_clients_saw() -> None:
+    rng = random.Random(15)
+    plan = [rng.choice(_CHAOS_MIX) for _ in range(40)]
+    async with stack(server_yaml="  upstream: {idle_timeout: 0.3}\n") as s:
+        results = await defer.gatherResults(
+            [
+                defer.ensureDeferred(
+                    stream_request(
+                        s.url + CHAT,
+                        chat_body(n=12, ignore_eos=True),
+                        headers={"X-Fault": fault} if fault else None,
+                        disconnect_after=leave,
+                        timeout=20,
+                    )
+                )
+                for fault, leave in plan
+            ]
+        )
+        seen = Counter(_KIND_OF_OUTCOME[r.outcome] for r in results)
+        assert len(seen) == 4  # the mix reached every kind of ending
+
+        def counted() -> Counter[str]:
+            kinds: Counter[str] = Counter()
+            for (kind, _), n in endings_now(s.service).items():
+                kinds[kind] += int(n)
+            return kinds
+
+        # The server hears of a client's leaving a moment after the client closed.
+        await until(lambda: counted() == seen, timeout=10)
+        _, _, text = await get(s.url + "/metrics")
+        scraped: Counter[str] = Counter()
+        for (kind, _), n in endings(samples(text)).items():
+            scraped[kind] += int(n)
+        assert scraped == seen
