@@ -10,7 +10,7 @@ module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -125,6 +125,22 @@ def build_metrics(config: Config, reactor: Any, router: DefaultRouterState) -> S
     return metrics
 
 
+# POST routes that do not ask a model; every other POST route does, and /upstream/.
+_NOT_MODEL_POSTS = frozenset({"/unload", "/load"})
+
+
+def route_labels(rules: Iterable[Any]) -> RouteLabels:
+    """The metrics' route labels: every Klein rule, and which of them ask a model."""
+    rules = list(rules)
+    asks_model = [
+        r.rule
+        for r in rules
+        if ("POST" in (r.methods or ()) and r.rule not in _NOT_MODEL_POSTS)
+        or r.rule.startswith("/upstream/")
+    ]
+    return RouteLabels([r.rule for r in rules], asks_model)
+
+
 def reap_previous_run() -> None:
     """Stop llama-servers a SIGKILLed server_core left running, whatever this config holds.
 
@@ -186,7 +202,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         guarded_resource(config, listen, routes.resource()),
         metrics,
         clock=reactor,
-        routes=RouteLabels(rule.rule for rule in routes.app.url_map.iter_rules()),
+        routes=route_labels(routes.app.url_map.iter_rules()),
         node_name=config.server.node_name,
     )
     site = GuardedSite(

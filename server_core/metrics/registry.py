@@ -140,15 +140,15 @@ class ServerMetrics:
         self._open -= 1
         model = record.model or ""
         self._requests(record.route, model, str(record.status)).inc()
-        if record.model is None:
-            return  # no model answered: counted above by route and status only
-        now = self._clock.seconds()
-        duration = now - record.started
+        if record.model is None and not record.model_route:
+            return  # not a model's request: counted above by route and status only
+        duration = self._clock.seconds() - record.started
         ttft = None
-        if record.stream and record.first_event is not None:
-            ttft = record.first_event - record.started
-            self._ttft(model).observe(ttft)
-        self._duration(model).observe(duration)
+        if record.model is not None:
+            if record.stream and record.first_event is not None:
+                ttft = record.first_event - record.started
+                self._ttft(model).observe(ttft)
+            self._duration(model).observe(duration)
         kind = record.ending or ""
         self._endings(model, "true" if record.stream else "false", kind, record.cause).inc()
         if self.bus:

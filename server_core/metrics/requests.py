@@ -37,6 +37,7 @@ class RequestRecord:
         "first_event",
         "method",
         "model",
+        "model_route",
         "node",
         "route",
         "started",
@@ -50,6 +51,9 @@ class RequestRecord:
         self.started = started
         self.node = node
         self.model: str | None = None
+        self.model_route = False
+        """A route that asks a model: its ending counts even when it failed before any
+        model answered (then with an empty model)."""
         self.alias: str | None = None
         self.first_event: float | None = None
         self.stream = False
@@ -111,7 +115,8 @@ class RouteLabels:
     """The route label of a path: the route's rule (``/v1/models/<path:model_id>``), or
     ``other``, so a scan of random paths cannot grow the metrics without bound."""
 
-    def __init__(self, rules: Iterable[str]) -> None:
+    def __init__(self, rules: Iterable[str], model_rules: Iterable[str] = ()) -> None:
+        self.model_rules = frozenset(model_rules)
         self._static: set[str] = set()
         self._prefixes: list[tuple[str, str]] = []
         for rule in rules:
@@ -158,6 +163,7 @@ class RecordingResource(Resource):
             self._clock.seconds(),
             self._node,
         )
+        record.model_route = record.route in self._routes.model_rules
         setattr(request, _ATTRIBUTE, record)
         self._watch_first_event(request, record)
         sink = self._sink

@@ -394,3 +394,18 @@ async def test_a_scrape_after_a_seeded_fault_mix_counts_what_the_clients_saw() -
         for (kind, _), n in endings(samples(text)).items():
             scraped[kind] += int(n)
         assert scraped == seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_model_request_refused_before_any_model_answered_still_counts_its_ending() -> None:
+    async with stack() as s:
+        unknown = await stream_request(s.url + CHAT, {**chat_body(), "model": "nope"}, timeout=10)
+        invalid = await stream_request(s.url + CHAT, {**chat_body(), "messages": 3}, timeout=10)
+        assert (unknown.status, invalid.status) == (404, 400)
+        assert (await get(s.url + "/v1/models"))[0] == 200  # not a model's request
+        assert endings_now(s.service) == {}
+        assert endings_now_for(s.service, "") == {("http_error", ""): 2.0}
+
+
+def endings_now_for(service: Any, model: str) -> dict[tuple[str, str], float]:
+    return endings(samples(service.metrics.render()), model)

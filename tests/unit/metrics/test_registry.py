@@ -129,3 +129,17 @@ def test_the_json_log_is_one_line_per_finished_model_request() -> None:
     assert (first["model"], first["status"], first["ending"]) == ("m", 200, "complete")
     assert (first["ttft"], first["duration"]) == (pytest.approx(0.2), pytest.approx(1.2))
     assert (second["ending"], second["cause"]) == ("error_event", "upstream_reset")
+
+
+def test_a_model_route_refused_before_a_model_answered_counts_an_ending_without_timings() -> None:
+    clock = Clock()
+    metrics = ServerMetrics(clock)
+    record = RequestRecord("/v1/chat/completions", "POST", 0.0, "n")
+    record.model_route = True
+    metrics.request_started(record)
+    record.finished(429, gone=False)
+    metrics.request_finished(record)
+    s = scrape(metrics)
+    ending = key("server_core_endings_total", model="", stream="false", kind="http_error", cause="")
+    assert s[ending] == 1
+    assert not [k for k in s if k[0].startswith("server_core_request_duration_seconds_count")]

@@ -136,3 +136,12 @@ def test_an_upstream_error_status_is_an_http_error_with_its_cause() -> None:
     record.upstream_refused()
     record.finished(502, gone=False)
     assert (record.ending, record.cause) == ("http_error", "upstream_status")
+
+
+def test_routes_that_ask_a_model_are_marked() -> None:
+    clock, sink = Clock(), Sink()
+    labels = RouteLabels(RULES, ["/v1/chat/completions"])
+    resource = RecordingResource(Leaf(clock), sink, clock=clock, routes=labels, node_name="n")
+    resource.render(request(b"/v1/chat/completions"))
+    resource.render(request(b"/v1/models"))
+    assert [r.model_route for r in sink.started] == [True, False]
