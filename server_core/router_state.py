@@ -219,6 +219,11 @@ class DefaultRouterState:
         return self._delivery
 
     @property
+    def aliases(self) -> IAliasStore:
+        """The alias store this router resolves model names with."""
+        return self._aliases
+
+    @property
     def client(self) -> UpstreamClient:
         return self._client
 

@@ -163,8 +163,7 @@ def _encoded(payload: dict[str, Any]) -> bytes:
 
 def _alias_store(router: IRouterState) -> IAliasStore | None:
     # The router holds the alias store; GGUF details need each alias's model file.
-    # DefaultRouterState has no public name for it yet (a one-line property there).
-    store = getattr(router, "aliases", None) or getattr(router, "_aliases", None)
+    store = getattr(router, "aliases", None)
     return store if IAliasStore.providedBy(store) else None
 
 
