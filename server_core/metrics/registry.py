@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from server_core.metrics.events import EventBus
+from server_core.metrics.events import EventBus, Subscription
+from server_core.metrics.queues import QueueWatch
 from server_core.metrics.requests import RequestRecord
 from server_core.metrics.state import STATES, ModelStatus
 
@@ -76,6 +77,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self._rows: Rows | None = None
         self._status: ModelStatus | None = None
+        self._queues: QueueWatch | None = None
         r = self.registry
         self._requests = _Labelled(
             Counter(
@@ -121,9 +123,17 @@ class ServerMetrics:
         r.register(_NowCollector(self))
 
     def watch(self, status: ModelStatus, rows: Rows) -> None:
-        """Read each alias's status and the context's ``running()`` rows at scrape time."""
+        """Read each alias's status and the context's ``running()`` rows at scrape time,
+        and the queue from those rows while someone listens to the events."""
         self._status = status
         self._rows = rows
+        self._queues = QueueWatch(self.bus, rows, self._clock)
+
+    def subscribe(self) -> Subscription:
+        """A reader of the live events (``/api/events``)."""
+        if self._queues is not None:
+            return self._queues.subscribe()
+        return self.bus.subscribe()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

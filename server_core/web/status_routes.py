@@ -106,7 +106,7 @@ class StatusRoutes:
             return write_error(request, error)
         if self._metrics is None:
             return write_error(request, AliasNotFound("events"))
-        subscription = self._metrics.bus.subscribe()
+        subscription = self._metrics.subscribe()
         snapshot = [
             {"type": "state", "alias": entry["id"], "status": entry["status"]["value"]}
             for entry in self._router.list_models()
