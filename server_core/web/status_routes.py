@@ -79,7 +79,8 @@ class StatusRoutes:
         return body
 
     def ready(self, request: Request) -> bytes | None:
-        """Whether this node should get traffic (see module doc); no key needed."""
+        """Whether this node should get traffic (see module doc); the key is needed only
+        to ask about one model."""
         if self._in_flight.closing:
             return send_json(request, {"status": "draining"}, 503)
         wanted = request.args.get(b"model")
@@ -88,9 +89,13 @@ class StatusRoutes:
                 return send_json(request, {"status": "unavailable"}, 503)
             return send_json(request, {"status": "ready"})
         model = wanted[0].decode("utf-8", "replace")
-        entry = self._router.get_model(model)
-        if entry is None:
-            return write_error(request, AliasNotFound(model))
+        try:
+            self._check_auth(request)  # which models exist is the key holders' business
+            entry = self._router.get_model(model)
+            if entry is None:
+                raise AliasNotFound(model)
+        except ServerCoreError as error:
+            return write_error(request, error)
         status = entry.get("status")
         value = status.get("value") if isinstance(status, dict) else None
         if value is None or value == _LOADED:

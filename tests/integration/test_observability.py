@@ -409,3 +409,14 @@ async def test_a_model_request_refused_before_any_model_answered_still_counts_it
 
 def endings_now_for(service: Any, model: str) -> dict[tuple[str, str], float]:
     return endings(samples(service.metrics.render()), model)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_tells_which_models_exist_only_to_key_holders() -> None:
+    async with stack(server_yaml="  api_keys: [sekrit]\n") as s:
+        assert (await get(s.url + "/ready"))[0] == 200
+        assert (await get(s.url + "/ready?model=fake"))[0] == 401
+        assert (await get(s.url + "/ready?model=nope"))[0] == 401
+        key_header = {"Authorization": "Bearer sekrit"}
+        assert (await get(s.url + "/ready?model=fake", headers=key_header))[0] == 200
+        assert (await get(s.url + "/ready?model=nope", headers=key_header))[0] == 404
