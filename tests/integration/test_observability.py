@@ -420,3 +420,19 @@ async def test_ready_tells_which_models_exist_only_to_key_holders() -> None:
         key_header = {"Authorization": "Bearer sekrit"}
         assert (await get(s.url + "/ready?model=fake", headers=key_header))[0] == 200
         assert (await get(s.url + "/ready?model=nope", headers=key_header))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_logs_write_one_line_per_finished_model_request(capsys: Any) -> None:
+    async with stack(server_yaml="  json_logs: true\n") as s:
+        await stream_request(s.url + CHAT, chat_body(), timeout=10)
+        await stream_request(s.url + CHAT, chat_body(), headers={"X-Fault": "reset_after=2"})
+        assert (await get(s.url + "/health"))[0] == 200  # not a model's request: no line
+        await until(lambda: sum(endings_now(s.service).values()) == 2)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert [(e["route"], e["model"], e["ending"], e["cause"]) for e in lines] == [
+        (CHAT, "fake", "complete", ""),
+        (CHAT, "fake", "error_event", "upstream_reset"),
+    ]
+    assert all(e["status"] == 200 and e["ttft"] <= e["duration"] for e in lines)
+    assert lines[0]["node"] == s.config.server.node_name and lines[0]["alias"] == "fake"
