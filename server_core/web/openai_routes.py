@@ -65,9 +65,13 @@ def _no_validation(body: dict[str, Any]) -> None:
 def _native(path: str, method: str) -> Handler:
     """The handler of one native llama-server route (``web.native_routes``)."""
 
+    anthropic = path in _ANTHROPIC_ROUTES
+    errors = write_anthropic_error if anthropic else write_error
+    # count_tokens counts a Messages request: it is refused where /v1/messages would be.
+    validate = validate_messages if anthropic else validate_native
+
     async def native(self: OpenAIRoutes, request: Request) -> bytes | None:
-        errors = write_anthropic_error if path in _ANTHROPIC_ROUTES else write_error
-        return await self._proxy(request, path, validate_native, native=method, errors=errors)
+        return await self._proxy(request, path, validate, native=method, errors=errors)
 
     native.__name__ = native.__qualname__ = f"native {method} {path}"
     return native

@@ -361,19 +361,11 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_generation(
         assert m.context.starts == 1
 
 
-# -- known bug: count_tokens is not validated like the Messages request it counts --------
+# -- count_tokens is validated like the Messages request it counts ----------------------
 
 _MISSING = object()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server_core bug: POST /v1/messages/count_tokens is proxied as a native route "
-    "(web/native_routes.NATIVE_POST, validate_native in web/openai_routes.py), so the "
-    "'messages' checks of validate_messages never run on it: without messages llama-server "
-    "throws (500) and server_core answers 502 api_error for a client mistake; messages [] "
-    "or 'hello' get 200 {input_tokens: 4}, where /v1/messages answers 400",
-)
 @pytest.mark.parametrize("messages", [_MISSING, [], "hello"], ids=["missing", "empty", "string"])
 @pytest_twisted.ensureDeferred
 async def test_count_tokens_refuses_the_messages_that_messages_refuses(

@@ -141,3 +141,23 @@ def test_count_tokens_errors_are_anthropic_shaped_and_chat_stays_openai() -> Non
 def test_v1_health() -> None:
     stub, _ = make()
     assert call(stub, "GET", "/v1/health") == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("messages", [None, [], "hello", [{"role": "system", "content": "x"}]])
+def test_count_tokens_refuses_what_messages_refuses(messages: Any) -> None:
+    stub, router = make()
+    body: dict[str, Any] = {"model": "known"}
+    if messages is not None:
+        body["messages"] = messages
+    status, payload = call(stub, "POST", "/v1/messages/count_tokens", body)
+    assert status == 400
+    assert assert_anthropic_error(payload)["type"] == "invalid_request_error"
+    assert router.forwarded == []
+
+
+def test_count_tokens_accepts_a_messages_body() -> None:
+    stub, router = make()
+    router.reply = CannedResponse(200, b'{"input_tokens": 9}')
+    body = {k: v for k, v in MESSAGES_OK.items() if k != "max_tokens"}
+    status, payload = call(stub, "POST", "/v1/messages/count_tokens", body)
+    assert status == 200 and payload == {"input_tokens": 9}
