@@ -1,0 +1,204 @@
+"""The Ollama API with the ``ollama`` Python client, in front of the real llama-server.
+
+tests/integration/test_ollama.py shows the translation against the fake; only the real
+server shows that it holds for a real GGUF header (family, quantization, parameter count),
+real timings and token counts, a real answer to a known question, and a real process
+that dies mid-generation or is unloaded by ``keep_alive``. The client is synchronous
+(httpx), so it runs in a thread while the reactor serves server_core.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import ollama
+import pytest
+import pytest_twisted
+from twisted.internet.task import deferLater
+
+from tests.integration.test_managed import Managed, managed
+from tests.integration.test_ollama import in_thread
+from tests.polling import reactor, until
+from tests.real.test_real import upstream_kwargs
+
+pytestmark = pytest.mark.timeout(240)
+
+QUESTION = "What is the capital of France? Answer in one sentence."
+# One slot and one thread: the box is small and shared; 2048 is below the trained 8192,
+# so the served window (what /api/show and /api/ps report) is visibly the configured one.
+ALIAS = ["--ctx-size", "2048", "-np", "1", "-t", "1"]
+# Raw text to continue (the question itself, raw, makes this model stop at once).
+OPENING = "The capital of France is"
+GREEDY = {"temperature": 0, "seed": 7, "num_predict": 24}
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def real(llama_server: str, gguf: str, **settings: Any) -> dict[str, Any]:
+    return {**upstream_kwargs("real", llama_server, gguf), **settings}
+
+
+def client_for(m: Managed) -> ollama.Client:
+    return ollama.Client(host=m.url, timeout=120)
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_show_and_ps_describe_the_real_gguf(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    async with managed(tmp_path, {"m": ALIAS}, **real(llama_server, gguf, ttl=300)) as m:
+
+        def work() -> tuple[Any, Any, Any, Any]:
+            client = client_for(m)
+            before = client.ps()
+            client.chat("m", messages=user("Hi."), options={"num_predict": 2})
+            return client.list(), client.show("m"), before, client.ps()
+
+        listed, shown, before, after = await in_thread(work)
+    (entry,) = listed.models
+    assert entry.model == "m" and entry.size == os.stat(gguf).st_size
+    details = entry.details
+    assert details is not None and details.format == "gguf"
+    assert details.family == "llama" and details.quantization_level == "Q4_1"
+    assert details.parameter_size == "134.52M"  # general.parameter_count 134515008
+    info = shown.modelinfo or {}
+    assert info["llama.context_length"] == 2048  # served, not the trained 8192
+    assert info["general.basename"] == "smollm2"
+    assert info["general.architecture"] == "llama"
+    assert info["general.parameter_count"] == 134515008
+    assert "completion" in (shown.capabilities or [])
+    assert "embedding" not in (shown.capabilities or [])
+    assert shown.template and "<|im_start|>" in shown.template  # the GGUF's own template
+    assert before.models == []
+    (running,) = after.models
+    assert running.model == "m" and running.context_length == 2048
+    assert running.expires_at is not None and running.size_vram == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_and_generate_answer_a_known_question(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    async with managed(tmp_path, {"m": ALIAS}, **real(llama_server, gguf)) as m:
+
+        def work() -> dict[str, Any]:
+            client = client_for(m)
+            ask = {"messages": user(QUESTION), "options": GREEDY}
+            return {
+                "stream": list(client.chat("m", stream=True, **ask)),
+                "whole": client.chat("m", **ask),
+                "generate": client.generate("m", prompt=QUESTION, options=GREEDY),
+                "raw": client.generate("m", prompt=OPENING, raw=True, options=GREEDY),
+                "templated": client.generate("m", prompt=OPENING, options=GREEDY),
+            }
+
+        got = await in_thread(work)
+    stream, whole = got["stream"], got["whole"]
+    assert all(part.done is False for part in stream[:-1]), stream
+    final = stream[-1]
+    assert final.done is True and final.done_reason in ("stop", "length")
+    streamed = "".join(part.message.content or "" for part in stream)
+    assert "Paris" in streamed, streamed
+    assert streamed == whole.message.content  # greedy: the same answer, whole or streamed
+    for done in (final, whole):
+        assert done.eval_count and done.eval_count > 0
+        assert done.prompt_eval_count and done.prompt_eval_count > 0
+        assert done.total_duration and done.total_duration > 0
+        assert done.eval_duration and done.eval_duration > 0
+        # Nanoseconds: a real generation of a few tokens takes well over a microsecond.
+        assert done.total_duration > 1_000_000
+    assert whole.done is True and whole.message.role == "assistant"
+    # generate's prompt is one user turn through the chat template: the chat's answer.
+    generated = got["generate"]
+    assert generated.done is True and generated.response == whole.message.content
+    # raw skips the template: the model continues the text; templated, it answers a turn.
+    raw, templated = got["raw"], got["templated"]
+    assert raw.done is True and raw.response.startswith(" Paris"), raw.response
+    assert templated.done is True and templated.response != raw.response
+
+
+@pytest_twisted.ensureDeferred
+async def test_embed_alias_gives_one_real_vector_per_input(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    flags = ["--embeddings", "--pooling", "mean", "--ctx-size", "512", "-t", "1"]
+    async with managed(tmp_path, {"emb": flags}, **real(llama_server, gguf)) as m:
+
+        def work() -> tuple[Any, Any, Any]:
+            client = client_for(m)
+            return (
+                client.show("emb"),
+                client.embed("emb", input=["hello", "world"]),
+                client.embeddings("emb", "hello"),
+            )
+
+        shown, embedded, older = await in_thread(work)
+    assert shown.capabilities == ["embedding"]
+    first, second = embedded.embeddings
+    assert len(first) == len(second) == 576  # llama.embedding_length of the GGUF
+    assert first != second
+    assert list(older.embedding) == pytest.approx(list(first), abs=1e-4)
+
+
+@pytest_twisted.ensureDeferred
+async def test_llama_server_killed_mid_stream_raises_and_is_never_done(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    # --ignore-eos: the model cannot finish on its own before the kill lands.
+    flags = [*ALIAS, "--ignore-eos"]
+    async with managed(tmp_path, {"m": flags}, **real(llama_server, gguf)) as m:
+        await in_thread(lambda: client_for(m).chat("m", messages=user("Hi."),
+                                                   options={"num_predict": 2}))  # fmt: skip
+        (entry,) = m.context.running()
+        pid = entry["pid"]
+
+        def killed_mid_stream() -> tuple[list[Any], ollama.ResponseError]:
+            seen: list[Any] = []
+            options = {"temperature": 0, "num_predict": 400}
+            stream = client_for(m).chat("m", messages=user(QUESTION), stream=True, options=options)
+            with pytest.raises(ollama.ResponseError) as caught:
+                for part in stream:
+                    seen.append(part)
+                    if len(seen) == 3:
+                        os.kill(pid, signal.SIGKILL)
+            return seen, caught.value
+
+        seen, error = await in_thread(killed_mid_stream)
+        assert len(seen) >= 3 and not any(part.done for part in seen), seen
+        assert error.error, error
+        await until(lambda: not m.context.is_loaded("m"), timeout=10)
+        again = await in_thread(lambda: client_for(m).chat("m", messages=user("Hi."),
+                                                           options={"num_predict": 2}))  # fmt: skip
+        assert again.done is True and again.eval_count == 2
+        assert m.context.starts == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_alive_minus_one_keeps_and_zero_unloads(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    # A configured TTL of one second: only keep_alive -1 keeps the server past it.
+    async with managed(tmp_path, {"m": ALIAS}, **real(llama_server, gguf, ttl=1)) as m:
+
+        def chat(keep_alive: Any) -> Any:
+            client = client_for(m)
+            answer = client.chat("m", messages=user("Hi."), options={"num_predict": 2},
+                                 keep_alive=keep_alive)  # fmt: skip
+            assert answer.done is True
+            return client.ps()
+
+        (kept,) = (await in_thread(lambda: chat(-1))).models
+        assert kept.expires_at is not None and kept.expires_at.year >= 2100
+        assert m.context.keep_alive("m") == -1
+        # Nothing to await when nothing happens: wait past the configured TTL, then look.
+        await deferLater(reactor, 2.5, lambda: None)
+        assert m.context.is_loaded("m") and m.context.starts == 1
+        await in_thread(lambda: chat(0))
+        await until(lambda: m.context.running() == [], timeout=15)
+        gone = await in_thread(lambda: client_for(m).ps())
+        assert gone.models == []
