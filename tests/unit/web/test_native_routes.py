@@ -84,9 +84,12 @@ class Stack:
 )
 def test_native_post_routes_reach_the_same_path_of_the_alias(path: str) -> None:
     stack = Stack()
-    status, raw = stack.call("POST", path, {"model": "one", "content": "hi"})
+    body: dict[str, Any] = {"model": "one", "content": "hi"}
+    if path == "/v1/messages/count_tokens":  # it counts a Messages request: validated as one
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    status, raw = stack.call("POST", path, body)
     assert status == 200 and json.loads(raw) == {"tokens": [1, 2]}
-    assert stack.sent() == ("POST", BASE + path, {"model": "one", "content": "hi"})
+    assert stack.sent() == ("POST", BASE + path, body)
     assert [lease.released for lease in stack.context.leases] == [1]
 
 
