@@ -104,6 +104,15 @@ class ReplyDelivery:
         return normalize_upstream_error(reply.response.code, raw, upstream=reply.upstream_name)
 
     async def _relay(self, request: Request, reply: Any, tracker: ReplyTracker) -> None:
+        record = record_of(request)
+        on_error = None
+        if record is not None:
+            record.stream = True
+
+            def on_error(error: Any, cause: str | None) -> None:
+                # Noted before the response finishes; the drain's ending names no cause.
+                record.error_event(cause or cause_of(error))
+
         stream = ForwardedSse(
             request,
             reply.response,
@@ -113,19 +122,8 @@ class ReplyDelivery:
             idle_timeout=self._idle_timeout,
             model_name=reply.model_name,
             dialect=getattr(reply, "dialect", CHAT),
+            on_error=on_error,
         )
-        record = record_of(request)
-        if record is not None:
-            record.stream = True
-            # Whatever ends the stream with an error (the relay, the drain) goes through
-            # end_with, before the response finishes: the record notes the cause first.
-            end_with = stream.end_with
-
-            def noting_end_with(error: Any) -> None:
-                record.error_event(cause_of(error))
-                end_with(error)
-
-            stream.end_with = noting_end_with  # type: ignore[method-assign]
         tracker.add_stream(stream)
         try:
             await stream.relay()
@@ -133,7 +131,7 @@ class ReplyDelivery:
             raise
         except Exception as exc:
             # Headers are out: the only honest ending left is one SSE error event.
-            stream.end_with(internal_error(exc, "stream relay"))
+            stream.end_with(internal_error(exc, "stream relay"), cause="internal")
         finally:
             tracker.discard_stream(stream)
 

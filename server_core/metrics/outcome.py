@@ -4,8 +4,8 @@ Every request that reaches a model ends in exactly one *kind*: ``complete`` (the
 answer, or a stream's own last event), ``error_event`` (a stream that had to end with one
 error event), ``http_error`` (an error status before any byte of an answer) or
 ``client_gone`` (the client left first). An error event also has a *cause*: what broke
-the stream. The causes are read off the error that ended it, so this module needs no
-import of the relay: its messages are pinned by the tests.
+the stream. The relay names it when it ends a stream itself (``ForwardedSse``'s
+``on_error``); an ending from outside the relay (the drain) is read off its error here.
 """
 
 from __future__ import annotations
@@ -25,22 +25,12 @@ HTTP_ERROR = "http_error"
 CLIENT_GONE = "client_gone"
 ENDING_KINDS = (COMPLETE, ERROR_EVENT, HTTP_ERROR, CLIENT_GONE)
 
-# What ForwardedSse says when it ends a stream itself (``_fail``): fragment -> cause.
-_RELAY_FAILURES = (
-    ("connection lost in the middle of the stream", "upstream_reset"),
-    ("closed the stream before it was complete", "upstream_closed"),
-    ("sent no data for", "stall"),
-    ("malformed event", "malformed"),
-    ("oversized SSE event", "malformed"),
-)
-
-
 def cause_of(error: object) -> str:
-    """The cause of a stream's error ending, from the error that ended it.
+    """The cause of an error ending the relay did not name, from the error itself.
 
     ``drain`` (the shutdown ended it), ``internal`` (a bug of ours, logged with an id),
-    ``upstream_error`` (the upstream sent an error event), or one of the relay's own
-    verdicts: ``upstream_reset``, ``upstream_closed``, ``stall``, ``malformed``.
+    ``upstream_error`` (the upstream sent an error event), ``upstream_stream`` (the
+    stream broke), else ``other``.
     """
     kind = type(error).__name__
     message = str(getattr(error, "message", "") or "")
@@ -49,9 +39,6 @@ def cause_of(error: object) -> str:
     if kind == "ContextError" and "shutting down" in message:
         return "drain"
     if getattr(error, "code", None) == "upstream_stream_error":
-        for fragment, cause in _RELAY_FAILURES:
-            if fragment in message:
-                return cause
         return "upstream_stream"
     if kind == "UpstreamError":
         return "upstream_error"

@@ -14,6 +14,7 @@ socket; a client that leaves aborts it at once.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -87,9 +88,11 @@ class ForwardedSse:
         idle_timeout: float | None = 300.0,
         model_name: str | None = None,
         dialect: StreamDialect = CHAT,
+        on_error: Callable[[ServerCoreError, str | None], None] | None = None,
     ) -> None:
         self._response = response
         self._dialect = dialect
+        self._on_error = on_error
         self._model_name = model_name
         self._clock = clock
         self._upstream_name = upstream_name
@@ -150,7 +153,7 @@ class ForwardedSse:
         try:
             items = self._decoder.feed(data)
         except ValueError:
-            self._fail("sent an oversized SSE event")
+            self._fail("sent an oversized SSE event", "malformed")
             return
         # Progress resets the idle clock. Before the first event, ':' pings count (a long
         # prompt is being processed); once events flow, a server that only pings for the
@@ -170,10 +173,11 @@ class ForwardedSse:
             return True
         if frame is Frame.ERROR:
             # Older llama-server sent `error: {...}` then `data: [DONE]`: never relay that [DONE].
-            self.end_with(_error_from_payload(payload, self._upstream_name))
+            error = _error_from_payload(payload, self._upstream_name)
+            self.end_with(error, cause="upstream_error")
             return False
         if frame is Frame.MALFORMED:
-            self._fail("sent a malformed event (invalid JSON)")
+            self._fail("sent a malformed event (invalid JSON)", "malformed")
             return False
         data_str = item.data
         if isinstance(payload, dict):
@@ -240,9 +244,9 @@ class ForwardedSse:
         if not self._out.is_open:
             return
         if reason.check(ResponseDone):
-            self._fail("closed the stream before it was complete")
+            self._fail("closed the stream before it was complete", "upstream_closed")
         else:
-            self._fail("connection lost in the middle of the stream")
+            self._fail("connection lost in the middle of the stream", "upstream_reset")
 
     def _idle_due(self) -> None:
         self._idle_call = None
@@ -252,7 +256,7 @@ class ForwardedSse:
             self._last_upstream = self._clock.seconds()
         idle = self._clock.seconds() - self._last_upstream
         if idle >= self._idle_timeout:
-            self._fail(f"sent no data for {self._idle_timeout:g} s")
+            self._fail(f"sent no data for {self._idle_timeout:g} s", "stall")
             return
         self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
 
@@ -261,13 +265,22 @@ class ForwardedSse:
     def _internal_failure(self, exc: Exception) -> None:
         # A bug of ours must still end the stream honestly (one error event, logged
         # with an id), never leave it hanging or let Twisted drop the connection.
-        self.end_with(internal_error(exc, "ForwardedSse"))
+        self.end_with(internal_error(exc, "ForwardedSse"), cause="internal")
 
-    def _fail(self, what: str) -> None:
-        self.end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))
+    def _fail(self, what: str, cause: str) -> None:
+        error = UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error")
+        self.end_with(error, cause=cause)
 
-    def end_with(self, error: ServerCoreError) -> None:
-        """End the stream now with one error event (used by shutdown)."""
+    def end_with(self, error: ServerCoreError, *, cause: str | None = None) -> None:
+        """End the stream now with one error event (also used by the drain).
+
+        ``on_error`` hears of it first, with ``cause`` (what broke the stream, when the
+        relay itself knows: ``upstream_reset``, ``upstream_closed``, ``stall``,
+        ``malformed``, ``upstream_error``, ``internal``), while the response is still open.
+        """
+        if self._out.is_open and self._on_error is not None:
+            on_error, self._on_error = self._on_error, None
+            on_error(error, cause)
         self._out.end_error(error)
         self._finish_upstream()
 

@@ -81,6 +81,7 @@ def start(**kw: Any) -> tuple[Request, Response, ForwardedSse, Clock, list[Endin
         idle_timeout=kw.get("idle", 300.0),
         dialect=kw.get("dialect", CHAT),
         model_name=kw.get("model_name"),
+        on_error=kw.get("on_error"),
     )
     endings: list[Ending] = []
     relay.relay().addCallback(endings.append)

@@ -216,3 +216,40 @@ def test_the_model_is_the_name_the_client_asked_for_in_every_dialect(
     holder = got.get("response") or got.get("message") or got
     assert holder["model"] == "gpt-4o-mini" and out.event == event
     assert json.dumps(got).count("gemma") == 0
+
+
+@pytest.mark.parametrize(
+    ("act", "cause"),
+    [
+        ("reset", "upstream_reset"),
+        ("close", "upstream_closed"),
+        ("stall", "stall"),
+        ("malformed", "malformed"),
+        ("error", "upstream_error"),
+    ],
+)
+def test_the_relay_names_what_broke_the_stream_once_before_the_error_is_written(
+    act: str, cause: str
+) -> None:
+    heard: list[tuple[str | None, int]] = []
+    finished = []  # the request, once start() has made it
+
+    def on_error(error: Any, why: str | None) -> None:
+        heard.append((why, finished[0].finished))
+
+    request, response, _, clock, endings = start(dialect=RESPONSES, idle=30.0, on_error=on_error)
+    finished.append(request)
+    response.send(responses_stream()[0])
+    if act == "reset":
+        response.end(Failure(ConnectionLost()))
+    elif act == "close":
+        response.end(Failure(ResponseDone()))
+    elif act == "stall":
+        clock.advance(31.0)
+    elif act == "malformed":
+        response.send(b"data: {nope\n\n")
+    else:
+        response.send(frame({"error": {"message": "kv full"}}))
+    response.end(Failure(ConnectionLost()))  # anything later is not heard again
+    assert heard == [(cause, 0)]
+    assert endings == [Ending.ERROR]
