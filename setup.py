@@ -46,6 +46,7 @@ setup(
             "netfault = harness.netfault:main",
             "server-core-install-llama-server = server_core.llama_install:main",
             "server-core-install-model = server_core.model_install:main",
+            "server-core-cluster-config = server_core.cluster_config:main",
             "harness = harness.cli:main",
         ],
         "pytest11": [

@@ -1,0 +1,1 @@
+"""Several server_core nodes behind HAProxy (docs/scale-out.md)."""
