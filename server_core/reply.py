@@ -81,7 +81,7 @@ class ReplyDelivery:
         response = reply.response
         record = record_of(request)
         if record is not None:
-            record.served(reply.model_name, _alias_of(reply.upstream_name))
+            record.served(reply.model_name, getattr(reply, "alias", None) or reply.upstream_name)
             request.setHeader(b"x-served-by", record.served_by)
         if not 200 <= response.code < 300:
             if record is not None:
@@ -167,12 +167,6 @@ class ReplyDelivery:
         return read_complete_body(
             response, limit=limit, idle_timeout=self._idle_timeout, clock=self._clock
         )
-
-
-def _alias_of(upstream_name: str) -> str:
-    """``model 'NAME'`` / ``upstream 'NAME'`` -> ``NAME``."""
-    first, last = upstream_name.find("'"), upstream_name.rfind("'")
-    return upstream_name[first + 1 : last] if 0 <= first < last else upstream_name
 
 
 class _RawBody(BodyProtocol):

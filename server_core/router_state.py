@@ -49,6 +49,8 @@ class UpstreamReply:
     _release: Callable[[], None] = field(default=_noop, repr=False)
     model_name: str | None = field(default=None, kw_only=True)
     """The model name the client asked for; replies that name another are rewritten."""
+    alias: str | None = field(default=None, kw_only=True)
+    """The alias that answered (``X-Served-By``), whatever name the client used."""
     dialect: StreamDialect = field(default=CHAT, kw_only=True)
     """The stream dialect of the reply: what its complete ending and its error event are."""
 
@@ -252,7 +254,9 @@ class DefaultRouterState:
             name = f"upstream '{target.name}'"
             url = target.base_url + endpoint if native is None else _remote_native(target, native)
             response = await self._send(url, outgoing, headers, name, native, target)
-            return UpstreamReply(response, name, model_name=wanted, dialect=dialect)
+            return UpstreamReply(
+                response, name, model_name=wanted, alias=target.name, dialect=dialect
+            )
         assert isinstance(target, LocalAlias)
         lease: Any = await self._lease(target)
         if endpoint in _TEMPLATED and native is None and lease.chat_template_error:
@@ -271,7 +275,9 @@ class DefaultRouterState:
         except BaseException:
             lease.release()
             raise
-        return UpstreamReply(response, name, lease.release, model_name=wanted, dialect=dialect)
+        return UpstreamReply(
+            response, name, lease.release, model_name=wanted, alias=target.name, dialect=dialect
+        )
 
     async def _send(
         self,

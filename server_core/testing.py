@@ -110,7 +110,13 @@ class StubRouter:
         def release() -> None:
             self.released += 1
 
-        return UpstreamReply(self.reply, "upstream 'known'", release)  # type: ignore[arg-type]
+        return UpstreamReply(
+            self.reply,  # type: ignore[arg-type]
+            "upstream 'known'",
+            release,
+            model_name=body.get("model"),
+            alias="known",
+        )
 
     async def respond(
         self, request: Request, endpoint: str, body: dict[str, Any], tracker: ReplyTracker
