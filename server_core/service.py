@@ -197,6 +197,8 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         metrics=metrics,
         metrics_public=config.server.metrics_public,
         loader=loader,
+        ollama=config.ollama,
+        idle_timeout=config.server.upstream.idle_timeout,
     )
     recorded = RecordingResource(
         guarded_resource(config, listen, routes.resource()),

@@ -20,6 +20,7 @@ from server_core.config.settings import (
     DEFAULT_EXECUTABLE,
     Config,
     LlamaSettings,
+    OllamaSettings,
     ServerSettings,
     UpstreamSettings,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RESERVED_REQUEST_PARAMS",
     "Config",
     "LlamaSettings",
+    "OllamaSettings",
     "ServerSettings",
     "UpstreamSettings",
     "completion_model_path",

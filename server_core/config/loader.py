@@ -24,6 +24,7 @@ from server_core.config.alias_entries import read_aliases
 from server_core.config.browser_values import allowed_host_entries, cors_origin_entries
 from server_core.config.schema import (
     LLAMA_KEYS,
+    OLLAMA_KEYS,
     SERVER_KEYS,
     TOP_KEYS,
     UPSTREAM_KEYS,
@@ -33,6 +34,7 @@ from server_core.config.settings import (
     DEFAULT_EXECUTABLE,
     Config,
     LlamaSettings,
+    OllamaSettings,
     ServerSettings,
     UpstreamSettings,
 )
@@ -104,13 +106,32 @@ def _read(reader: ConfigReader, text: str, *, created: int | None, source: str |
     top = reader.mapping(root, "", TOP_KEYS)
     server = _server_settings(reader, top.value_node("server"))
     llama = _llama_settings(reader, top.value_node("llama_server"))
+    ollama = _ollama_settings(reader, top.value_node("ollama"))
     default = None
     if server.default_model is not None:
         smap = reader.mapping(top.value_node("server"), "server", SERVER_KEYS)
         default = (server.default_model, smap.line("default_model"))
     store = read_aliases(reader, top, llama, created, default)
     _check_preload(reader, top.value_node("llama_server"), llama, store)
-    return Config(server=server, llama=llama, aliases=store, source=source)
+    return Config(server=server, llama=llama, ollama=ollama, aliases=store, source=source)
+
+
+_OLLAMA_VERSION = re.compile(r"\d{1,4}(\.\d{1,4}){1,3}")
+
+
+def _ollama_settings(reader: ConfigReader, node: Node | None) -> OllamaSettings:
+    """The ``ollama`` section; absent keys keep ``OllamaSettings``' defaults."""
+    m = reader.mapping(node, "ollama", OLLAMA_KEYS)
+    d = OllamaSettings()
+    version = m.get("version", reader.string, d.version)
+    if not _OLLAMA_VERSION.fullmatch(version):
+        reader.fail(
+            f"ollama.version: expected a version such as 0.12.3 (clients compare it), "
+            f"got {version!r}",
+            m.line("version"),
+        )
+    cap = m.get("max_keep_alive", reader.positive, 0.0) or d.max_keep_alive
+    return OllamaSettings(version=version, max_keep_alive=cap)
 
 
 def _check_preload(

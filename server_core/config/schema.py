@@ -11,6 +11,7 @@ Every section is optional::
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
                    max_concurrent_per_alias, max_wait, min_resident, preload}
+    ollama: {version, max_keep_alive}
     model_dirs: [DIR, ...]
     aliases:  [{alias, model, request_params, context_params, ttl, variant, priority, names}]
     external: [{alias, url, model, api_key_env, api_key_optional, request_params}]
@@ -30,6 +31,7 @@ __all__ = [
     "EXTERNAL_KEYS",
     "LLAMA_KEYS",
     "MANAGED_FLAGS",
+    "OLLAMA_KEYS",
     "RESERVED_REQUEST_PARAMS",
     "SERVER_KEYS",
     "TOP_KEYS",
@@ -43,7 +45,8 @@ MANAGED_FLAGS = frozenset({"--port", "--host", "-m", "--model", "-a", "--alias"}
 RESERVED_REQUEST_PARAMS = frozenset({"model", "messages", "prompt", "input", "stream"})
 """Request keys an alias may not default: they decide what the request *is*."""
 
-TOP_KEYS = ("server", "llama_server", "model_dirs", "aliases", "external", "apis")
+TOP_KEYS = ("server", "llama_server", "ollama", "model_dirs", "aliases", "external", "apis")
+OLLAMA_KEYS = ("version", "max_keep_alive")
 SERVER_KEYS = (
     "listen",
     "api_keys",

@@ -119,11 +119,23 @@ class LlamaSettings:
 
 
 @dataclass(frozen=True)
+class OllamaSettings:
+    """Ollama's API (``server_core.ollama``): what it reports and what it allows."""
+
+    version: str = "0.12.3"
+    """What ``GET /api/version`` says (VS Code Copilot needs at least 0.6.4)."""
+    max_keep_alive: float | None = None
+    """Cap, in seconds, on a request's ``keep_alive`` (None: no cap; negative = forever is
+    then capped too)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole validated configuration: server, llama-server and alias settings."""
 
     server: ServerSettings = field(default_factory=ServerSettings)
     llama: LlamaSettings = field(default_factory=LlamaSettings)
+    ollama: OllamaSettings = field(default_factory=OllamaSettings)
     aliases: DefaultAliasStore = field(default_factory=DefaultAliasStore)
     source: str | None = None
     """The file the configuration came from (absolute), or None."""

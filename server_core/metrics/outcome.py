@@ -25,6 +25,7 @@ HTTP_ERROR = "http_error"
 CLIENT_GONE = "client_gone"
 ENDING_KINDS = (COMPLETE, ERROR_EVENT, HTTP_ERROR, CLIENT_GONE)
 
+
 def cause_of(error: object) -> str:
     """The cause of an error ending the relay did not name, from the error itself.
 

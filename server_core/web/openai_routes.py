@@ -20,6 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from server_core._twisted_compat import request_disconnected
 from server_core.admin import AdminApi
+from server_core.config.settings import OllamaSettings
 from server_core.errors import AliasNotFound, ServerCoreError, error_body, internal_error
 from server_core.interfaces import IRouterState
 from server_core.metrics import ServerMetrics
@@ -93,6 +94,8 @@ class OpenAIRoutes:
         metrics: ServerMetrics | None = None,
         metrics_public: bool = False,
         loader: ModelLoader | None = None,
+        ollama: OllamaSettings | None = None,
+        idle_timeout: float | None = 300.0,
     ) -> None:
         self._router = router
         self._check_auth = ApiKeyCheck(api_keys)
@@ -100,8 +103,15 @@ class OpenAIRoutes:
             admin, check_auth=self._check_auth, clock=clock, keepalive_interval=keepalive_interval
         )
         self.in_flight = InFlight()
+        ollama = ollama or OllamaSettings()
         self.ollama = OllamaRoutes(
-            router, clock=clock, check_auth=self._check_auth, in_flight=self.in_flight
+            router,
+            clock=clock,
+            check_auth=self._check_auth,
+            in_flight=self.in_flight,
+            idle_timeout=idle_timeout,
+            max_keep_alive=ollama.max_keep_alive,
+            version=ollama.version,
         )
         self._status = StatusRoutes(
             metrics,
