@@ -143,7 +143,7 @@ def _judge_ending(plan: RequestPlan, result: StreamResult, deadline: float, v: _
     elif outcome == FINAL_EVENT:
         _judge_failure(plan, result, v)
     elif outcome == ERROR_EVENT:
-        if not result.is_sse:
+        if not result.is_stream:
             v("error_in_200", f"status {result.status} with an error JSON body")
         elif not isinstance(result.error, dict) or not result.error:
             v("error_without_object", "the error event carries no error object")

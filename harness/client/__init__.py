@@ -7,9 +7,12 @@ events by the stream dialect of the request's path (``server_core.sse.dialects``
 Tests, the chaos runner and the benchmarks judge streams with it. Inside: ``_result``
 (the record and its vocabulary), ``_errors`` (error shapes), ``_chunks`` (text out of
 chunks), ``_body`` (event sequencing), ``_classify`` (the verdict), ``_call`` (one
-request and its timers), ``_request``.
+request and its timers), ``_ndjson`` (Ollama's NDJSON lines and their ``OLLAMA``
+dialect), ``_request``.
 """
 
+from harness.client._chunks import OLLAMA_TIMINGS
+from harness.client._ndjson import NDJSON, OLLAMA, OLLAMA_PATHS, NdjsonDecoder
 from harness.client._request import chat, completions, request_dialect, stream_request
 from harness.client._result import (
     CONNECT_ERROR,
@@ -49,9 +52,14 @@ __all__ = [
     "ERROR_EVENT",
     "FINAL_EVENT",
     "HTTP_ERROR",
+    "NDJSON",
+    "OLLAMA",
+    "OLLAMA_PATHS",
+    "OLLAMA_TIMINGS",
     "OUTCOMES",
     "TIMEOUT",
     "TRUNCATED",
+    "NdjsonDecoder",
     "StreamResult",
     "chat",
     "completions",

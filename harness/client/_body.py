@@ -7,18 +7,21 @@ dialect (``server_core.sse.dialects``: ``dialect.read(event)``): its complete en
 (``[DONE]``, ``response.completed``, ``message_stop``, ``"stop": true``), its other
 honest ending (``response.failed``/``response.incomplete``), its error event. The
 violations: anything after the ending, an ending after an error, data after an error,
-data that is not a JSON object. It knows no sockets or timers: ``_call`` feeds it and
-``_classify`` reads it. Per-event work stays small (one ``json.loads`` per data event)
-and an SSE body is never buffered whole.
+data that is not a JSON object. An NDJSON body (Ollama's streams, ``_ndjson``) is read
+the same way, one event per line, by the ``OLLAMA`` dialect. It knows no sockets or
+timers: ``_call`` feeds it and ``_classify`` reads it. Per-event work stays small (one
+``json.loads`` per data event) and a stream body is never buffered whole.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from harness.client._chunks import Transcript
 from harness.client._errors import error_of_event, parse_legacy_error
-from harness.client._result import StreamResult
+from harness.client._ndjson import OLLAMA, NdjsonDecoder
+from harness.client._result import END_COMPLETE, StreamResult
 from server_core.sse import Event, SseDecoder
 from server_core.sse.dialects import CHAT, Frame, StreamDialect
 
@@ -41,7 +44,8 @@ class BodyState:
         self.max_events = max_events
         self.body_limit = body_limit
         self.transcript = Transcript(result)
-        self.decoder: SseDecoder | None = None  # set for a 2xx event stream only
+        # Set for a 2xx event stream (SSE) or line stream (NDJSON) only.
+        self.decoder: SseDecoder | NdjsonDecoder | None = None
         self.buf = bytearray()  # a non-SSE body, capped at body_limit
         self.http_error = False
         self.done_seen = False  # the complete (or FINAL) ending arrived
@@ -52,8 +56,15 @@ class BodyState:
     def begin(self, status: int) -> None:
         """Headers are in: decide how the body will be read."""
         self.http_error = not 200 <= status < 300
-        if not self.http_error and self.result.is_sse:
+        if self.http_error:
+            return
+        if self.result.is_sse:
             self.decoder = SseDecoder()
+        elif self.result.is_ndjson:
+            # NDJSON streams are Ollama's: its rules judge them, whatever the path said.
+            self.decoder = NdjsonDecoder()
+            self.dialect = OLLAMA
+            self.result.dialect = OLLAMA.name
 
     def arrived(self, data: bytes, t: float) -> None:
         """Count body bytes; a non-SSE body is also kept, up to ``body_limit``."""
@@ -128,11 +139,23 @@ class BodyState:
         if self.decoder is not None and self.done_seen and self.decoder.buffered:
             self.result.after_done = True
 
-    def end(self) -> None:
-        """The body ended on its own; flush the decoder."""
-        if self.decoder is not None:
-            self.note_leftover()
+    def end(self, t: float) -> None:
+        """The body ended on its own at ``t``; flush the decoder.
+
+        An NDJSON line without its newline still counts when the body's framing finished
+        (the server meant it) or it is a whole JSON value; a line cut by a lost
+        connection is just the truncation it looks like."""
+        if self.decoder is None:
+            return
+        self.note_leftover()
+        if self.done_seen or not isinstance(self.decoder, NdjsonDecoder):
             self.decoder.finish()
+            return
+        for item in self.decoder.finish():
+            if isinstance(item, Event) and (
+                self.result.end_reason == END_COMPLETE or _is_json(item.data)
+            ):
+                self.on_event(item, t)
 
     def _record(self, ev: Event, t: float) -> bool:
         """Count, time and (below ``max_events``) store ``ev``; True if it was stored."""
@@ -146,3 +169,11 @@ class BodyState:
             r.gaps.append(t - self._last_event_t)
         self._last_event_t = t
         return keep
+
+
+def _is_json(text: str | None) -> bool:
+    try:
+        json.loads(text or "")
+    except ValueError:
+        return False
+    return True

@@ -147,7 +147,7 @@ class Call:
         self.r.end_reason = body_end_reason(reason)
         if self.r.end_reason == END_LOST:
             self.r.exception = describe(reason)
-        self.body.end()
+        self.body.end(self.now())
         self._release()
 
     def cancel_body(self, d: Deferred[None]) -> None:

@@ -7,7 +7,9 @@ Responses (``response.output_text.delta`` events' ``delta``; the ``response`` ob
 ``response.created``/``response.completed`` for model, id and usage; a whole body's
 ``output`` items) and Anthropic Messages (``content_block_delta`` events with a
 ``text_delta``; ``message_start``'s ``message``, ``message_delta``'s ``stop_reason``; a
-whole body's ``content`` blocks). The pieces are kept in lists and joined once at the
+whole body's ``content`` blocks) and Ollama (``message.content`` of ``/api/chat``,
+``response`` of ``/api/generate``, ``done_reason`` and the timing fields of the done
+line or the whole body). The pieces are kept in lists and joined once at the
 end: per-chunk work stays constant.
 """
 
@@ -17,7 +19,17 @@ from typing import Any
 
 from harness.client._result import StreamResult
 
-__all__ = ["Transcript"]
+__all__ = ["OLLAMA_TIMINGS", "Transcript"]
+
+# Ollama's counts and durations (nanoseconds) on the done line, kept in ``timings``.
+OLLAMA_TIMINGS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 # llama-server's stop_type, in OpenAI's finish_reason words.
 _STOP_TYPES = {"eos": "stop", "word": "stop", "limit": "length"}
@@ -48,6 +60,8 @@ class Transcript:
         kind = "response" if obj.get("object") == "response" else obj.get("type")
         if isinstance(kind, str) and "choices" not in obj:
             piece, thought = self._from_typed(kind, obj, stream)
+        elif "done" in obj and "choices" not in obj:  # an Ollama line or body
+            piece, thought = self._from_ollama(obj)
         else:
             self._identity(obj)
             choices = obj.get("choices")
@@ -112,6 +126,22 @@ class Transcript:
             if isinstance(item, dict) and item.get("type") == "message"
         ]
         return "".join(t for t in texts if t) or None, None
+
+    def _from_ollama(self, obj: dict[str, Any]) -> tuple[Any, Any]:
+        """An Ollama object: chat's ``message`` or generate's ``response``; the done
+        line's (or whole body's) ``done_reason`` and counts and durations."""
+        r = self.result
+        if r.model is None and isinstance(obj.get("model"), str):
+            r.model = obj["model"]
+        if isinstance(obj.get("done_reason"), str):
+            r.finish_reason = obj["done_reason"]
+        for key in OLLAMA_TIMINGS:
+            if key in obj:
+                r.timings[key] = obj[key]
+        message = obj.get("message")
+        if isinstance(message, dict):
+            return message.get("content"), message.get("thinking")
+        return obj.get("response"), obj.get("thinking")
 
     def _stop_reason(self, holder: Any) -> None:
         if isinstance(holder, dict) and isinstance(holder.get("stop_reason"), str):

@@ -18,6 +18,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from harness.client._call import Call
+from harness.client._ndjson import OLLAMA, OLLAMA_PATHS
 from harness.client._result import DEFAULT_BODY_LIMIT, StreamResult
 from server_core.sse import Event
 from server_core.sse.dialects import CHAT, StreamDialect, dialect_for_path, dialect_named
@@ -74,12 +75,18 @@ async def stream_request(
 
 def request_dialect(url: str, dialect: StreamDialect | str | None = None) -> StreamDialect:
     """The dialect a request to ``url`` is judged by: ``dialect`` if given, else its path's
-    (chat, the old default, for a path no dialect claims)."""
+    (``ollama`` for ``/api/chat`` and ``/api/generate``; chat, the old default, for a
+    path no dialect claims). An NDJSON answer is read by ``ollama`` whatever this says."""
     if isinstance(dialect, StreamDialect):
         return dialect
+    if dialect == OLLAMA.name:
+        return OLLAMA
     if isinstance(dialect, str):
         return dialect_named(dialect)
-    return dialect_for_path(urlsplit(url).path) or CHAT
+    path = urlsplit(url).path
+    if path.rstrip("/") in OLLAMA_PATHS:
+        return OLLAMA
+    return dialect_for_path(path) or CHAT
 
 
 # The keywords of chat/completions that belong to the client, not to the JSON body.

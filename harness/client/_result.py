@@ -77,7 +77,8 @@ class StreamResult:
     dialect: str = "chat"  # the stream dialect the body was judged by (dialects.py names)
     status: int | None = None
     headers: dict[str, list[str]] = field(default_factory=dict)
-    # Decoded SSE events (comments excluded), [DONE] and error frames included.
+    # Decoded SSE events (comments excluded), [DONE] and error frames included; for an
+    # NDJSON (Ollama) stream one event per line, its ``data`` the line.
     events: list[Event] = field(default_factory=list)
     event_times: list[float] = field(default_factory=list)  # arrival time of events[i]
     n_events: int = 0  # all events seen, also those beyond max_events
@@ -92,6 +93,9 @@ class StreamResult:
     model: str | None = None
     ids: set[str] = field(default_factory=set)
     usage: dict[str, Any] | None = None
+    # Ollama's counts and durations (ns) of the done line or the whole body:
+    # total_duration, load_duration, prompt_eval_count/_duration, eval_count/_duration.
+    timings: dict[str, Any] = field(default_factory=dict)
     t_start: float = 0.0
     t_headers: float | None = None
     t_first_byte: float | None = None
@@ -117,6 +121,17 @@ class StreamResult:
         """The response declared itself an event stream (``text/event-stream``)."""
         ctype = self.headers.get("content-type", [""])[-1]
         return ctype.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+    @property
+    def is_ndjson(self) -> bool:
+        """The response declared itself NDJSON (``application/x-ndjson``: Ollama's streams)."""
+        ctype = self.headers.get("content-type", [""])[-1]
+        return ctype.split(";", 1)[0].strip().lower() == "application/x-ndjson"
+
+    @property
+    def is_stream(self) -> bool:
+        """The body was read as a stream of events: SSE or NDJSON."""
+        return self.is_sse or self.is_ndjson
 
     @property
     def ttfb(self) -> float | None:

@@ -16,6 +16,8 @@ from harness.conformance.checks import robustness as robustness
 from harness.conformance.checks import responses as responses
 from harness.conformance.checks import messages as messages
 from harness.conformance.checks import native as native
+from harness.conformance.checks import ollama as ollama
+from harness.conformance.checks import ollama_streams as ollama_streams
 
 # isort: on
 from harness.conformance.checks.assertions import (

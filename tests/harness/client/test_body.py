@@ -137,7 +137,7 @@ def test_comment_and_leftover_after_done_are_violations() -> None:
     leftover.on_event(Event(data="[DONE]"), 1.0)
     assert leftover.decoder is not None
     leftover.decoder.feed(b"data: par")
-    leftover.end()
+    leftover.end(0.0)
     assert leftover.result.after_done
 
 

@@ -22,11 +22,12 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from harness.conformance import Report
+from harness.conformance import CHECKS, Report
 from server_core.sse import DONE_FRAME, encode_comment, encode_event
 
 __all__ = [
     "AUTH_CHECKS",
+    "EXTERNAL_NA",
     "FAKE_FAILS",
     "KEY",
     "REPO",
@@ -58,7 +59,12 @@ FAKE_FAILS = {
     "messages.errors.shape",
     # It skips a "messages" that is not an array and generates from nothing: 200.
     "messages.errors.messages_type",
+    # llama-server has no Ollama API: every /api/... route is a 404 "File Not Found".
+    *(c.name for c in CHECKS if c.name.startswith("ollama.")),
 }
+# What server_core cannot know of an external model (no GGUF file, never loaded by it,
+# an upstream without --embeddings): its Ollama checks that are n/a.
+EXTERNAL_NA = {"ollama.show.context_length", "ollama.ps", "ollama.embed"}
 AUTH_CHECKS = {"auth.missing_key", "auth.wrong_key"}
 KEY = "conformance-key"
 

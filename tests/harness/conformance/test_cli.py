@@ -11,7 +11,13 @@ import pytest_twisted
 
 from harness.cli import SUBCOMMANDS, main, register_subcommand
 from harness.conformance import CHECKS
-from tests.harness.conformance.support import AUTH_CHECKS, free_port, planted, run_child
+from tests.harness.conformance.support import (
+    AUTH_CHECKS,
+    EXTERNAL_NA,
+    free_port,
+    planted,
+    run_child,
+)
 from tests.integration.stack import stack
 
 
@@ -32,14 +38,16 @@ async def test_cli_exit_0_against_server_core_with_table_and_json(tmp_path: Path
     report = json.loads(out_file.read_text())
     assert report["ok"] is True and report["strictness"] == "strict"
     assert report["summary"] == {
-        "pass": len(CHECKS) - 2,
+        "pass": len(CHECKS) - len(AUTH_CHECKS | EXTERNAL_NA),
         "fail": 0,
-        "n/a": 2,
+        "n/a": len(AUTH_CHECKS | EXTERNAL_NA),
         "total": len(CHECKS),
     }
     first = report["checks"][0]
     assert set(first) == {"name", "description", "result", "detail", "duration"}
-    assert {c["name"] for c in report["checks"] if c["result"] == "n/a"} == AUTH_CHECKS
+    assert {c["name"] for c in report["checks"] if c["result"] == "n/a"} == (
+        AUTH_CHECKS | EXTERNAL_NA
+    )
 
 
 @pytest_twisted.ensureDeferred
