@@ -26,6 +26,7 @@ from server_core.errors import (
     normalize_upstream_error,
 )
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
+from server_core.metrics import cause_of, record_of
 from server_core.ollama.catalog import ModelCard, card_for, sees_images
 from server_core.ollama.gguf import GgufCache
 from server_core.ollama.keep_alive import capped
@@ -231,9 +232,15 @@ class OllamaApi:
                 f"model '{translated.model}' not found; /api/tags lists the models served here."
             ) from None
         answered = self._clock.seconds()
+        record = record_of(request)
+        if record is not None:
+            record.served(translated.model, getattr(reply, "alias", None))
+            request.setHeader(b"x-served-by", record.served_by)
         try:
             self._keep_alive(body["model"], translated.keep_alive)
             if not 200 <= reply.response.code < 300:
+                if record is not None:
+                    record.upstream_refused()
                 raise await self._upstream_error(reply, tracker)
         except BaseException:
             reply.release()
@@ -297,6 +304,7 @@ class OllamaApi:
             upstream_name=reply.upstream_name,
             started=started,
             idle_timeout=self._idle_timeout,
+            on_error=_recorder(request),
         )
         tracker.add_stream(relay)  # type: ignore[arg-type]
         try:
@@ -351,3 +359,16 @@ def _is_event_stream(reply: Any) -> bool:
 
 def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _recorder(request: Request) -> Any:
+    """Notes a stream's error ending in the request's metrics record (if it has one)."""
+    record = record_of(request)
+    if record is None:
+        return None
+    record.stream = True
+
+    def on_error(error: Any, cause: str | None) -> None:
+        record.error_event(cause or cause_of(error))
+
+    return on_error

@@ -20,6 +20,7 @@ upstream at once. There is no keep-alive line: Ollama clients parse every line a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -63,13 +64,13 @@ class _UpstreamBody(Protocol):
         try:
             self._relay._upstream_data(data)
         except Exception as exc:
-            self._relay.end_with(internal_error(exc, "NdjsonRelay"))
+            self._relay.end_with(internal_error(exc, "NdjsonRelay"), cause="internal")
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         try:
             self._relay._upstream_lost(reason)
         except Exception as exc:
-            self._relay.end_with(internal_error(exc, "NdjsonRelay"))
+            self._relay.end_with(internal_error(exc, "NdjsonRelay"), cause="internal")
 
 
 @implementer(IPushProducer)
@@ -86,7 +87,9 @@ class NdjsonRelay:
         upstream_name: str,
         started: float,
         idle_timeout: float | None = 300.0,
+        on_error: Callable[[ServerCoreError, str | None], None] | None = None,
     ) -> None:
+        self._on_error = on_error
         self._request = request
         self._response = response
         self._lines = lines
@@ -138,7 +141,7 @@ class NdjsonRelay:
         try:
             items = self._decoder.feed(data)
         except ValueError:
-            self._fail("sent an oversized SSE event")
+            self._fail("sent an oversized SSE event", "malformed")
             return
         if self.lines_written == 0 or not all(isinstance(i, Comment) for i in items):
             self._last_upstream = self._clock.seconds()
@@ -156,10 +159,11 @@ class NdjsonRelay:
         if frame is Frame.ERROR:
             fields = parse_error_object(payload)
             message = fields.message or "error during generation"
-            self.end_with(UpstreamError(f"{self._upstream_name}: {message}"))
+            error = UpstreamError(f"{self._upstream_name}: {message}")
+            self.end_with(error, cause="upstream_error")
             return False
         if frame is Frame.MALFORMED or (frame is Frame.DATA and not isinstance(payload, dict)):
-            self._fail("sent a malformed event (invalid JSON)")
+            self._fail("sent a malformed event (invalid JSON)", "malformed")
             return False
         now = self._clock.seconds()
         if frame is Frame.COMPLETE:
@@ -186,9 +190,9 @@ class NdjsonRelay:
         if self.ending is not None:
             return
         if reason.check(ResponseDone):
-            self._fail("closed the stream before it was complete")
+            self._fail("closed the stream before it was complete", "upstream_closed")
         else:
-            self._fail("connection lost in the middle of the stream")
+            self._fail("connection lost in the middle of the stream", "upstream_reset")
 
     def _idle_due(self) -> None:
         self._idle_call = None
@@ -198,7 +202,7 @@ class NdjsonRelay:
             self._last_upstream = self._clock.seconds()
         idle = self._clock.seconds() - self._last_upstream
         if idle >= self._idle_timeout:
-            self._fail(f"sent no data for {self._idle_timeout:g} s")
+            self._fail(f"sent no data for {self._idle_timeout:g} s", "stall")
             return
         self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
 
@@ -218,15 +222,19 @@ class NdjsonRelay:
         self._request.write(ndjson_line(payload))
         self.lines_written += 1
 
-    def _fail(self, what: str) -> None:
-        self.end_with(UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error"))
+    def _fail(self, what: str, cause: str) -> None:
+        error = UpstreamError(f"{self._upstream_name} {what}", code="upstream_stream_error")
+        self.end_with(error, cause=cause)
 
-    def end_with(self, error: ServerCoreError) -> None:
+    def end_with(self, error: ServerCoreError, *, cause: str | None = None) -> None:
         """End now with ``error``: one error line, or the error itself before the first
-        line (used by the drain too)."""
+        line (used by the drain too). ``on_error`` hears of an error line first, with
+        what broke the stream when the relay knows it (as ``ForwardedSse`` says it)."""
         if self.ending is not None:
             return
         self._abort_upstream()
+        if self._begun and self._on_error is not None:
+            self._on_error(error, cause)
         if not self._begun:
             self.ending = Ending.ERROR
             if not self._done.called:

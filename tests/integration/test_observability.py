@@ -436,3 +436,29 @@ async def test_json_logs_write_one_line_per_finished_model_request(capsys: Any) 
     ]
     assert all(e["status"] == 200 and e["ttft"] <= e["duration"] for e in lines)
     assert lines[0]["node"] == s.config.server.node_name and lines[0]["alias"] == "fake"
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "cause"),
+    [(None, "complete", ""), ("reset_after=2", "error_event", "upstream_reset"),
+     ("malformed_after=2", "error_event", "malformed")],
+)  # fmt: skip
+@pytest_twisted.ensureDeferred
+async def test_ollama_streams_are_counted_like_every_other(
+    fault: str | None, kind: str, cause: str
+) -> None:
+    async with stack() as s:
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"content-type": "application/json", **({"X-Fault": fault} if fault else {})}
+        response = await treq.post(
+            s.url + "/api/chat", json.dumps(body).encode(), headers=headers, persistent=False
+        )
+        lines = [json.loads(line) for line in (await treq.content(response)).splitlines()]
+        assert ("error" in lines[-1]) is (kind == "error_event"), lines
+        served = response.headers.getRawHeaders(b"x-served-by")
+        assert served == [f"{s.config.server.node_name}/fake".encode()]
+        _, _, text = await get(s.url + "/metrics")
+        scrape = samples(text)
+        assert endings(scrape) == {(kind, cause): 1.0}
+        assert scrape[key("server_core_requests_total", route="/api/chat", model="fake",
+                          status="200")] == 1  # fmt: skip
