@@ -15,7 +15,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["server_core", "server_core.*", "harness", "harness.*"])
     + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["server_core_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["server_core_plugin.py"],
+        "server_core.web": ["ui_static/*"],
+    },
     include_package_data=True,
     install_requires=[
         "twisted>=24.7",

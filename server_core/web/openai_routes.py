@@ -46,6 +46,7 @@ from server_core.web.responses import (
     write_error,
 )
 from server_core.web.status_routes import ModelLoader, StatusRoutes
+from server_core.web.ui import StatusPage, status_page
 
 __all__ = ["OpenAIRoutes"]
 
@@ -251,6 +252,25 @@ class OpenAIRoutes:
     @app.route("/load", methods=["POST"])
     async def load(self, request: Request) -> bytes | None:
         return await self._status.load(request)
+
+    # -- the status page (web.ui) ---------------------------------------------------------
+
+    @app.route("/ui", methods=["GET"])
+    def ui(self, request: Request) -> bytes | None:
+        return self._status_page().page(request)
+
+    @app.route("/ui/<string:asset>", methods=["GET"])
+    def ui_asset(self, request: Request, asset: str) -> bytes | None:
+        return self._status_page().asset(request, asset)
+
+    def _status_page(self) -> StatusPage:
+        """Built at first use from the other handlers (the constructor is left as it is)."""
+        page: StatusPage | None = self.__dict__.get("_ui")
+        if page is None:
+            page = self._ui = status_page(
+                self._router, self._check_auth, admin=self._admin, status=self._status
+            )
+        return page
 
     # -- the proxied routes --------------------------------------------------------
 
