@@ -91,7 +91,7 @@ class ReplyDelivery:
         if b"text/event-stream" in content_type.lower():
             await self._relay(request, reply, tracker)
             return None
-        raw = await self._whole_json(reply, tracker)
+        raw = await self._whole_json(reply, tracker, record)
         request.setResponseCode(response.code)
         request.setHeader(b"content-type", _JSON)
         return raw
@@ -105,13 +105,24 @@ class ReplyDelivery:
 
     async def _relay(self, request: Request, reply: Any, tracker: ReplyTracker) -> None:
         record = record_of(request)
-        on_error = None
+        on_error = on_event = None
         if record is not None:
             record.stream = True
+            clock = self._clock
 
             def on_error(error: Any, cause: str | None) -> None:
                 # Noted before the response finishes; the drain's ending names no cause.
                 record.error_event(cause or cause_of(error))
+
+            def on_event(payload: object) -> None:
+                record.event_at(clock.seconds())
+                if isinstance(payload, dict) and (
+                    "usage" in payload
+                    or "timings" in payload
+                    or "response" in payload
+                    or "message" in payload
+                ):
+                    record.usage(payload)  # the members that carry token counts
 
         stream = ForwardedSse(
             request,
@@ -123,6 +134,7 @@ class ReplyDelivery:
             model_name=reply.model_name,
             dialect=getattr(reply, "dialect", CHAT),
             on_error=on_error,
+            on_event=on_event,
         )
         tracker.add_stream(stream)
         try:
@@ -135,7 +147,7 @@ class ReplyDelivery:
         finally:
             tracker.discard_stream(stream)
 
-    async def _whole_json(self, reply: Any, tracker: ReplyTracker) -> bytes:
+    async def _whole_json(self, reply: Any, tracker: ReplyTracker, record: Any) -> bytes:
         name = reply.upstream_name
         try:
             raw = await tracker.waiting(self._read(reply.response, _MAX_JSON_REPLY))
@@ -144,6 +156,8 @@ class ReplyDelivery:
             raise UpstreamError(f"{name}: incomplete response ({exc})") from None
         except ValueError:
             raise UpstreamError(f"{name}: the response is not valid JSON") from None
+        if record is not None and isinstance(document, dict):
+            record.usage(document)
         wanted = reply.model_name
         if wanted is not None and isinstance(document, dict):
             if document.get("model") not in (None, wanted):

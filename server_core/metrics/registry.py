@@ -14,13 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from server_core.metrics.events import EventBus, Subscription
 from server_core.metrics.queues import QueueWatch
 from server_core.metrics.requests import RequestRecord
 from server_core.metrics.state import STATES, ModelStatus
+from server_core.metrics.tokens import GAP_BUCKETS, GapCounts
 
 __all__ = ["CONTENT_TYPE", "ServerMetrics"]
 
@@ -117,6 +119,16 @@ class ServerMetrics:
                 ("swaps", "Servers stopped to make room for another model."),
             )
         }
+        self._tokens = _Labelled(
+            Counter(
+                "server_core_tokens",
+                "Tokens by model: prompt (in) and generated (out), as the upstream reported.",
+                ["model", "direction"],
+                registry=r,
+            )
+        )
+        # Inter-event gaps are counted per request and merged here; a collector shows them.
+        self._gaps: dict[str, GapCounts] = {}
         self._open = 0  # a plain int per request; the gauge reads it at scrape time
         in_flight = Gauge("server_core_http_in_flight", "HTTP requests being answered.", registry=r)
         in_flight.set_function(lambda: self._open)
@@ -159,12 +171,26 @@ class ServerMetrics:
                 ttft = record.first_event - record.started
                 self._ttft(model).observe(ttft)
             self._duration(model).observe(duration)
+            self._counted(model, record)
         kind = record.ending or ""
         self._endings(model, "true" if record.stream else "false", kind, record.cause).inc()
         if self.bus:
             self.bus.publish(_end_event(record, duration, ttft))
         if self._request_log is not None:
             self._request_log(record, duration, ttft)
+
+    def _counted(self, model: str, record: RequestRecord) -> None:
+        tokens, gaps = record.tokens, record.gaps
+        if tokens is not None:
+            if tokens.prompt:
+                self._tokens(model, "in").inc(tokens.prompt)
+            if tokens.generated:
+                self._tokens(model, "out").inc(tokens.generated)
+        if gaps is not None and gaps.observed:
+            merged = self._gaps.get(model)
+            if merged is None:
+                merged = self._gaps[model] = GapCounts()
+            merged.merge(gaps)
 
     # -- StateSink -----------------------------------------------------------------------
 
@@ -203,6 +229,7 @@ class ServerMetrics:
             queued.add_metric([row["alias"]], row.get("waiting") or 0)
         yield in_flight
         yield queued
+        yield self._gap_family()
         if self._status is None:
             return
         state = GaugeMetricFamily(
@@ -215,6 +242,20 @@ class ServerMetrics:
             for name in STATES:
                 state.add_metric([alias, name], 1.0 if name == value else 0.0)
         yield state
+
+    def _gap_family(self) -> Metric:
+        family = HistogramMetricFamily(
+            "server_core_inter_event_gap_seconds",
+            "Time between two events of a relayed stream.",
+            labels=["model"],
+        )
+        for model, gaps in sorted(self._gaps.items()):
+            buckets, running = [], 0
+            for bound, n in zip((*GAP_BUCKETS, float("inf")), gaps.counts, strict=True):
+                running += n
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric([model], buckets, gaps.total)
+        return family
 
 
 def _end_event(record: RequestRecord, duration: float, ttft: float | None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Request
 
 from server_core.metrics.outcome import CLIENT_GONE, COMPLETE, ERROR_EVENT, HTTP_ERROR
+from server_core.metrics.tokens import GapCounts, TokenCounts
 
 __all__ = ["RecordingResource", "RequestRecord", "RequestSink", "RouteLabels", "record_of"]
 
@@ -35,6 +36,7 @@ class RequestRecord:
         "cause",
         "ending",
         "first_event",
+        "gaps",
         "method",
         "model",
         "model_route",
@@ -43,6 +45,7 @@ class RequestRecord:
         "started",
         "status",
         "stream",
+        "tokens",
     )
 
     def __init__(self, route: str, method: str, started: float, node: str) -> None:
@@ -60,6 +63,20 @@ class RequestRecord:
         self.ending: str | None = None
         self.cause = ""
         self.status = 0
+        self.tokens: TokenCounts | None = None
+        self.gaps: GapCounts | None = None
+
+    def usage(self, payload: dict[str, Any]) -> None:
+        """An answer or event that may carry token counts (``tokens.TokenCounts``)."""
+        if self.tokens is None:
+            self.tokens = TokenCounts()
+        self.tokens.note(payload)
+
+    def event_at(self, now: float) -> None:
+        """A stream's event was relayed at ``now`` (for the inter-event gaps)."""
+        if self.gaps is None:
+            self.gaps = GapCounts()
+        self.gaps.event_at(now)
 
     def served(self, model: str | None, alias: str | None) -> None:
         """The reply came from ``alias``'s server, for the client's ``model``."""

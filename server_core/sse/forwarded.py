@@ -89,10 +89,12 @@ class ForwardedSse:
         model_name: str | None = None,
         dialect: StreamDialect = CHAT,
         on_error: Callable[[ServerCoreError, str | None], None] | None = None,
+        on_event: Callable[[object], None] | None = None,
     ) -> None:
         self._response = response
         self._dialect = dialect
         self._on_error = on_error
+        self._on_event = on_event
         self._model_name = model_name
         self._clock = clock
         self._upstream_name = upstream_name
@@ -186,6 +188,8 @@ class ForwardedSse:
         self._out.send(encode_event(data_str, event=item.event, id=item.id))
         if payload is not None:
             self.events_relayed += 1
+            if self._on_event is not None:
+                self._on_event(payload)  # what the metrics count (gaps, tokens)
         if frame is Frame.COMPLETE or frame is Frame.FINAL:
             self._out.end_done(marker=False)  # that event was the stream's own ending
             self._drain_upstream()

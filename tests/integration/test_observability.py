@@ -462,3 +462,45 @@ async def test_ollama_streams_are_counted_like_every_other(
         assert endings(scrape) == {(kind, cause): 1.0}
         assert scrape[key("server_core_requests_total", route="/api/chat", model="fake",
                           status="200")] == 1  # fmt: skip
+
+
+def _tokens(scrape: dict[Any, float], direction: str) -> float:
+    return scrape.get(key("server_core_tokens_total", model="fake", direction=direction), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (CHAT, {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 6, "stream_options": {"include_usage": True}}),
+        ("/v1/responses", {"model": "fake", "input": "hi", "max_output_tokens": 6}),
+        ("/v1/messages", {"model": "fake", "max_tokens": 6,
+                          "messages": [{"role": "user", "content": "hi"}]}),
+    ],
+)  # fmt: skip
+@pytest_twisted.ensureDeferred
+async def test_tokens_and_inter_event_gaps_are_counted_in_every_dialect(
+    path: str, body: dict[str, Any]
+) -> None:
+    async with stack() as s:
+        whole = await stream_request(s.url + path, {**body, "stream": False}
+                                     if path != CHAT else {k: v for k, v in body.items()
+                                                           if k != "stream_options"},
+                                     timeout=10)  # fmt: skip
+        assert whole.outcome == "done", whole.summary()
+        stream = await stream_request(s.url + path, {**body, "stream": True}, timeout=10)
+        assert stream.outcome == "done", stream.summary()
+        _, _, text = await get(s.url + "/metrics")
+        scrape = samples(text)
+        usage = whole.json_body.get("usage")
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        generated = usage.get("completion_tokens", usage.get("output_tokens"))
+        assert prompt > 0 and generated > 0
+        # The whole answer and the stream asked the same, so each is counted twice.
+        assert _tokens(scrape, "in") == 2 * prompt
+        assert _tokens(scrape, "out") == 2 * generated
+        gaps = scrape[key("server_core_inter_event_gap_seconds_count", model="fake")]
+        relayed = stream.n_events - (1 if path == CHAT else 0)  # chat's [DONE] is no event
+        assert relayed > 3 and gaps == relayed - 1
+        assert scrape[key("server_core_inter_event_gap_seconds_bucket", model="fake",
+                          le="+Inf")] == gaps  # fmt: skip
