@@ -65,7 +65,7 @@ def make(api_keys: tuple[str, ...] = (), metrics: ServerMetrics | None = None) -
 
 
 def get(stub: StubTreq, path: str, **kw: Any) -> tuple[int, dict[bytes, list[bytes]], bytes]:
-    d = stub.get("http://localhost" + path, **kw)
+    d = stub.request("GET", "http://localhost" + path, **kw)
     stub.flush()
     response = d.result
     content = response.content()
@@ -107,7 +107,7 @@ def test_a_hostile_finished_request_is_escaped_in_every_column() -> None:
 
 def test_the_page_shows_models_states_and_in_flight_counts() -> None:
     running = [{"alias": "tiny", "state": "ready", "in_flight": 2, "waiting": 1, "requests": 7}]
-    models = [{"id": "tiny", "status": {"value": "loaded"}}, {"id": "remote"}]
+    models: list[dict[str, Any]] = [{"id": "tiny", "status": {"value": "loaded"}}, {"id": "remote"}]
     text = render_page(models, running, [], locked=False).decode()
     row = re.search(r'<tr data-alias="tiny">(.*?)</tr>', text)
     assert row is not None
