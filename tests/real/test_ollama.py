@@ -140,6 +140,31 @@ async def test_chat_and_generate_answer_a_known_question(
 
 
 @pytest_twisted.ensureDeferred
+async def test_multibyte_text_streams_whole_and_a_system_prompt_reaches_the_model(
+    tmp_path: Path, llama_server: str, gguf: str
+) -> None:
+    asked = "Écris une phrase sur un café à Noël, avec des émojis 🎄☕."
+    options = {**GREEDY, "num_predict": 40}
+    async with managed(tmp_path, {"m": ALIAS}, **real(llama_server, gguf)) as m:
+
+        def work() -> tuple[str, str, str, str]:
+            client, said = client_for(m), "You are Bob, a pirate. Always say your name."
+            chat = client.chat("m", messages=user(asked), stream=True, options=options)
+            streamed = "".join(part.message.content or "" for part in chat)
+            parts = client.generate("m", prompt=asked, stream=True, options=options)
+            generated = "".join(part.response or "" for part in parts)
+            whole = client.chat("m", messages=user(asked), options=options).message.content
+            pirate = client.generate("m", prompt="What is your name?", system=said, options=options)
+            return streamed, generated, whole or "", pirate.response or ""
+
+        streamed, generated, whole, pirate = await in_thread(work)
+    # Tokens split characters into bytes: the pieces still join into the whole text.
+    assert any(ord(c) > 0x7F for c in streamed) and "\ufffd" not in streamed, streamed
+    assert streamed == whole == generated
+    assert any(word in pirate.lower() for word in ("pirate", "captain", "bob")), pirate
+
+
+@pytest_twisted.ensureDeferred
 async def test_embed_alias_gives_one_real_vector_per_input(
     tmp_path: Path, llama_server: str, gguf: str
 ) -> None:
@@ -233,11 +258,8 @@ async def test_llama_server_killed_during_a_whole_answer_is_a_502_and_a_restart(
         error = await killed_during_a_whole_answer(m)
         assert error.status_code == 502, (error.status_code, error.error)
         # The wording depends on the retry the xfail test below describes.
-        assert error.error.startswith("model 'm': "), error.error
-        assert any(
-            said in error.error
-            for said in ("connection refused", "connection closed before a response arrived")
-        ), error.error
+        lost = ("connection refused", "connection closed before a response arrived")
+        assert error.error.startswith("model 'm': ") and any(w in error.error for w in lost)
         await until(lambda: not m.context.is_loaded("m"), timeout=10)
         again = await in_thread(lambda: say_hi(m))
         assert again.done is True and m.context.starts == 2
