@@ -146,11 +146,11 @@ class Tab:
                 raise AssertionError(f"not reached in {timeout} s: {expression}\n{html}")
             await deferLater(reactor, 0.05, lambda: None)
 
-    def status_of(self, alias: str) -> str:
-        """The expression of the status shown for ``alias``."""
+    def status_of(self, alias: str, column: str = "status") -> str:
+        """The expression of what the models table shows for ``alias`` in ``column``."""
         rows = "[...document.querySelectorAll('#models tbody tr')]"
         row = f"{rows}.find(r => r.dataset.alias === {json.dumps(alias)})"
-        return f"{row}?.querySelector('td.status')?.textContent"
+        return f"{row}?.querySelector('td.{column}')?.textContent"
 
 
 @pytest.fixture
@@ -182,6 +182,12 @@ async def test_the_page_follows_a_model_from_its_start_to_its_unload(
         assert ended[3] == "200" and ended[4] == "complete"
         assert ended[5].endswith(" s")  # its time to first token
         assert await tab.value(tab.status_of("other")) == "unloaded"
+        # Nothing is in flight or waiting any more (the queue events say so).
+        assert await tab.until(
+            f"{tab.status_of('fake', 'in-flight')} === '0'"
+            f" && {tab.status_of('fake', 'waiting')} === '0'"
+        )
+        assert await tab.value(tab.status_of("fake", "requests")) == "1"
         # Its log, followed live.
         await tab.value(
             "(() => { const s = document.getElementById('log-alias'); s.value = 'fake';"
@@ -262,3 +268,28 @@ async def test_with_keys_the_page_goes_live_once_the_key_is_typed_in(browser: Br
         assert await tab.value("location.href") == s.url + "/ui"
         assert await tab.value("localStorage.length + sessionStorage.length") == 0
         assert await tab.value("document.cookie") == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hostile_log_line_is_shown_as_text_in_the_browser(
+    tmp_path: Path, browser: Browser
+) -> None:
+    # The fake llama-server logs its model's path, as the real one does: a file name is
+    # something an attacker may choose.
+    hostile = "<img src=x onerror=window.pwned=1>.gguf"
+    model = tmp_path / hostile
+    model.write_bytes(b"GGUF")
+    async with managed(tmp_path, {"fake": []}, model=str(model)) as m:
+        result = await ask(m, "fake")
+        assert result.outcome == "done", result.summary()
+        tab = await browser.open(m.url + "/ui")
+        assert await tab.until(f"{tab.status_of('fake')} === 'loaded'")
+        await tab.value(
+            "(() => { const s = document.getElementById('log-alias'); s.value = 'fake';"
+            " s.dispatchEvent(new Event('change')); return true; })()"
+        )
+        assert await tab.until(
+            f"document.getElementById('log').textContent.includes({json.dumps(hostile)})"
+        )
+        assert await tab.value("document.querySelectorAll('img').length") == 0
+        assert await tab.value("window.pwned === undefined") is True
