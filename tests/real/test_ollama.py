@@ -82,8 +82,7 @@ async def test_list_show_and_ps_describe_the_real_gguf(
     assert info["general.basename"] == "smollm2"
     assert info["general.architecture"] == "llama"
     assert info["general.parameter_count"] == 134515008
-    assert "completion" in (shown.capabilities or [])
-    assert "embedding" not in (shown.capabilities or [])
+    assert shown.capabilities == ["completion"]  # its template has no tools, no thinking
     assert shown.template and "<|im_start|>" in shown.template  # the GGUF's own template
     assert before.models == []
     (running,) = after.models
