@@ -9,9 +9,9 @@ serves becomes one configuration file. What it encodes and why:
 - Routing on the JSON body: ``option http-buffer-request`` keeps the request body (up
   to ``tune.bufsize`` = ``max_body_bytes``) and ``req.body,json_query('$.model')``
   reads its ``model`` into ``txn.model``; each listed name goes to the backend of the
-  nodes that serve it. A body without a listed model (GETs, unknown names, a body over
-  the buffer) goes to ``be_any``: a node then answers for itself (serves it or says
-  404), so a request is never answered by another model.
+  nodes that serve it. A request without a listed model (GETs, unknown names) goes to
+  ``be_any``: a node then answers for itself (serves it or says 404), so a request is
+  never answered by another model. A body the buffer cut before its ``model`` is a 413.
 - Health: each model backend checks ``GET /ready?model=NAME`` (with the API key when
   ``api_key_env`` names its variable; HAProxy expands ``${VAR}`` at start, the key never
   lands in the file); ``be_any`` checks ``GET /ready``. A draining node fails both
@@ -68,6 +68,12 @@ TIMEOUT_DEFAULTS: dict[str, str] = {
 CHECK_DEFAULTS: dict[str, str | int] = {"interval": "1s", "fall": 2, "rise": 2}
 
 _ERROR_BODY = '{"error":{"code":%d,"message":"%s","type":"%s"}}'
+_TOO_LARGE = _ERROR_BODY % (
+    413,
+    "The balancer could not read the model of a body this large; "
+    "put model first or raise max_body_bytes.",
+    "invalid_request_error",
+)
 _BALANCER_ERRORS = (
     (502, "The node serving this model failed before answering; retry.", "server_error"),
     (503, "No node can serve this model now; retry later.", "unavailable"),
@@ -251,6 +257,13 @@ def _frontend(spec: ClusterSpec, backends: Sequence[tuple[str, str]]) -> list[st
         f"    bind {spec.listen}",
         "    option http-buffer-request",
         "    http-request set-var(txn.model) req.body,json_query('$.model') if METH_POST",
+        # A body larger than the buffer, whose model was not in the part read: refuse it
+        # (413) rather than send it to a node that may not serve it (a misleading 404).
+        "    http-request set-var(txn.body_len) req.body_len if METH_POST",
+        "    http-request set-var(txn.body_unread) req.body_size,sub(txn.body_len) if METH_POST",
+        "    http-request return status 413 content-type application/json"
+        f" string '{_TOO_LARGE}' if METH_POST !{{ var(txn.model) -m found }}"
+        " { var(txn.body_unread) -m int gt 0 }",
     ]
     lines += [
         f"    use_backend {backend} if {{ var(txn.model) -m str {model} }}"

@@ -98,6 +98,7 @@ class Cluster:
     port: int
     stats_port: int
     children: list[Child] = field(default_factory=list)
+    api_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -163,26 +164,30 @@ async def ask(
     fault: str | None = None,
     timeout: float = 10.0,
     long: bool = False,
+    body: dict[str, Any] | None = None,
     **kw: Any,
 ) -> StreamResult:
-    """One chat stream through HAProxy."""
-    headers = {"X-Fault": fault} if fault else None
+    """One chat stream through HAProxy (``body`` replaces the default one)."""
+    headers = {"X-Fault": fault} if fault else {}
+    if cluster.api_key:
+        headers["Authorization"] = f"Bearer {cluster.api_key}"
     return await stream_request(
         cluster.url + "/v1/chat/completions",
-        chat_body(model, max_tokens, long=long),
+        body if body is not None else chat_body(model, max_tokens, long=long),
         headers=headers,
         timeout=timeout,
         **kw,
     )
 
 
-def node_config(name: str, models: tuple[str, ...], fake_port: int) -> str:
+def node_config(name: str, models: tuple[str, ...], fake_port: int, key: str | None) -> str:
     externals = "".join(
         f"  - alias: {model}\n    url: http://127.0.0.1:{fake_port}\n" for model in models
     )
+    keys = f"  api_keys: [{key}]\n" if key else ""
     return (
         f"server:\n  node_name: {name}\n  drain_timeout: 10\n  keepalive_interval: 0.5\n"
-        f"external:\n{externals}"
+        f"{keys}external:\n{externals}"
     )
 
 
@@ -201,7 +206,7 @@ def description(nodes: list[Node], port: int, stats_port: int) -> dict[str, Any]
     }
 
 
-async def _start_fakes(tmp_path: Path, children: list[Child]) -> list[Node]:
+async def _start_fakes(tmp_path: Path, children: list[Child], key: str | None) -> list[Node]:
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF fake weights")
     nodes: list[Node] = []
@@ -223,7 +228,7 @@ async def _start_fakes(tmp_path: Path, children: list[Child]) -> list[Node]:
         )
         children.append(fake)
         config = tmp_path / f"{name}.yaml"
-        config.write_text(node_config(name, models, fake_port))
+        config.write_text(node_config(name, models, fake_port, key))
         nodes.append(Node(name, host, models, free_port(host), config, fake))
     await defer.gatherResults(
         [defer.Deferred.fromCoroutine(_listening(n.fake)) for n in nodes], consumeErrors=True
@@ -235,12 +240,16 @@ async def _listening(child: Child) -> None:
     await child.when_line(r"listening on http://", timeout=60)
 
 
-async def _start_haproxy(tmp_path: Path, nodes: list[Node]) -> tuple[Child, int, int]:
+async def _start_haproxy(
+    tmp_path: Path, nodes: list[Node], key: str | None
+) -> tuple[Child, int, int]:
     port, stats_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     path = tmp_path / "haproxy.cfg"
     path.write_text(haproxy_config(parse_cluster(description(nodes, port, stats_port))))
     haproxy = spawn(
-        "haproxy", [haproxy_binary(), "-db", "-f", str(path)], env={"CLUSTER_TEST_KEY": "k"}
+        "haproxy",
+        [haproxy_binary(), "-db", "-f", str(path)],
+        env={"CLUSTER_TEST_KEY": key or "unused"},
     )
     return haproxy, port, stats_port
 
@@ -259,20 +268,21 @@ async def _haproxy_sees_all_up(cluster: Cluster) -> None:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Start everything; on exit stop it and check that no process is left."""
+async def cluster(tmp_path: Path, api_key: str | None = None) -> AsyncIterator[Cluster]:
+    """Start everything; on exit stop it and check that no process is left. With
+    ``api_key`` the nodes require it and HAProxy's checks send it (``${VAR}``)."""
     children: list[Child] = []
     try:
-        nodes = await _start_fakes(tmp_path, children)
+        nodes = await _start_fakes(tmp_path, children, api_key)
         for node in nodes:
             node.server = spawn(node.name, node.argv())
             children.append(node.server)
         await defer.gatherResults(
             [defer.Deferred.fromCoroutine(_serving(n)) for n in nodes], consumeErrors=True
         )
-        haproxy, port, stats_port = await _start_haproxy(tmp_path, nodes)
+        haproxy, port, stats_port = await _start_haproxy(tmp_path, nodes, api_key)
         children.append(haproxy)
-        running = Cluster(nodes, haproxy, port, stats_port, children)
+        running = Cluster(nodes, haproxy, port, stats_port, children, api_key)
         await _haproxy_sees_all_up(running)
         yield running
     finally:

@@ -244,3 +244,40 @@ async def test_chaos_through_the_balancer_finds_no_violation(tmp_path: Path) -> 
         assert data["violations"] == [] and data["requests"] == 100
         served = Counter(line.split()[3] for line in c.haproxy.lines if " be_1_shared-ab/" in line)
         assert set(served) == {"be_1_shared-ab/node-a", "be_1_shared-ab/node-b"}, served
+
+
+@pytest_twisted.ensureDeferred
+async def test_routing_by_the_body_with_keys_never_answers_with_another_model(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, api_key="cluster-key") as c:
+        # Every node is UP although /ready?model= needs the key: the checks send it.
+        bare = await stream_request(
+            c.node("node-a").url + "/ready?model=alpha", None, method="GET", timeout=5
+        )
+        assert bare.status == 401, bare.summary()
+        asked: Counter[str] = Counter()
+        for model in ("alpha", "shared-ab", "beta", "shared-bc", "gamma") * 4:
+            result = await ask(c, model)
+            assert result.outcome == "done", result.summary()
+            check_answer(result, model, c.serving(model))
+            asked[served_by(result) or "-"] += 1
+        assert {"node-a/shared-ab", "node-b/shared-ab", "node-b/shared-bc"} <= set(asked)
+        unknown = await ask(c, "no-such-model")
+        assert unknown.status == 404 and unknown.error is not None, unknown.summary()
+        assert unknown.error["code"] == "model_not_found"
+        # A body over max_body_bytes: with ``model`` first HAProxy still reads it; with
+        # ``model`` after ``messages`` (as the OpenAI SDK writes it) it cannot, and the
+        # balancer says so (413) instead of guessing a node.
+        long_text = [{"role": "user", "content": "x" * 300_000}]
+        first = {**chat_body("gamma", 3), "messages": long_text}
+        last = {"messages": long_text, **chat_body("gamma", 3)}
+        last["messages"] = long_text
+        for _ in range(3):
+            read = await ask(c, "gamma", body=first)
+            assert read.outcome == "done", read.summary()
+            check_answer(read, "gamma", c.serving("gamma"))
+            unread = await ask(c, "gamma", body=last)
+            assert unread.status == 413 and unread.error is not None, unread.summary()
+            assert "max_body_bytes" in unread.error["message"]
+        report_line("routing", served=dict(asked))

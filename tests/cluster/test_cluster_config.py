@@ -64,6 +64,10 @@ def test_each_model_goes_to_the_nodes_that_serve_it_checked_on_its_readiness() -
     assert "uri /ready?model=org%2Fllama%3A7b " in check
     assert "uri /ready " in next(x for x in parts["backend be_any"] if "http-check send" in x)
     assert "default_backend be_any" in frontend
+    too_large = next(x for x in frontend if x.startswith("http-request return status 413"))
+    assert too_large.endswith(
+        "if METH_POST !{ var(txn.model) -m found } { var(txn.body_unread) -m int gt 0 }"
+    )
     assert "option http-buffer-request" in frontend
     assert "http-request set-var(txn.model) req.body,json_query('$.model') if METH_POST" in frontend
 

@@ -71,9 +71,7 @@ class Pair:
 @asynccontextmanager
 async def pair(tmp_path: Path, first: str, second: str) -> AsyncIterator[Pair]:
     nodes = [ScriptedNode("one", first), ScriptedNode("two", second)]
-    ports: list[Any] = [
-        reactor.listenTCP(0, Site(node), interface="127.0.0.1") for node in nodes
-    ]
+    ports: list[Any] = [reactor.listenTCP(0, Site(node), interface="127.0.0.1") for node in nodes]
     port = free_port("127.0.0.1")
     description: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}",
