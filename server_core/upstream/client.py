@@ -63,17 +63,19 @@ class _BytesProducer:
         pass
 
 
-def _stale_connection(exc: BaseException) -> bool:
+def _stale_connection(exc: BaseException, *, reused: bool) -> bool:
     """The request died on a connection the upstream had closed before reading it.
 
     Not sent or not fully transmitted: the upstream cannot have a whole request. No
-    response byte and a clean close (FIN, no reset): what a server does to an idle
-    keep-alive connection (llama-server closes them after a few requests), not what
-    a crash looks like (reset, or a refused retry).
+    response byte and a clean close (FIN, no reset) on a *kept-alive* connection: what a
+    server does to an idle keep-alive connection (llama-server closes them after a few
+    requests). A fresh connection closed so was read by a server that then died: never
+    sent again. (A server killed while it generates for a request on a kept-alive
+    connection also closes with a FIN; that retry meets a dead port, refused.)
     """
     if isinstance(exc, RequestNotSent | RequestTransmissionFailed):
         return True
-    if isinstance(exc, ResponseNeverReceived):
+    if isinstance(exc, ResponseNeverReceived) and reused:
         reasons = [getattr(r, "value", None) for r in getattr(exc, "reasons", [])]
         return bool(reasons) and all(isinstance(r, ConnectionDone) for r in reasons)
     return False
@@ -111,6 +113,11 @@ class UpstreamClient:
             )
         )
         self._urls: dict[str, bytes] = {}
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The connection pool (``last_was_cached`` tells whether a request reused one)."""
+        return self._pool
 
     async def post_json(
         self,
@@ -174,10 +181,13 @@ class UpstreamClient:
     ) -> IResponse:
         """One request with the stale keep-alive retry; failures mapped for the client."""
         try:
+            first = defer.ensureDeferred(self._attempt(method, url, headers, payload))
+            # Agent took its connection synchronously: was it a kept-alive one?
+            reused = self._pool.last_was_cached
             try:
-                return await self._attempt(method, url, headers, payload)
+                return await first
             except (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived) as exc:
-                if not _stale_connection(exc):
+                if not _stale_connection(exc, reused=reused):
                     raise
                 # A pooled keep-alive connection the upstream had already closed: it never
                 # read this request. One retry; the pool has dropped the closed connection.
