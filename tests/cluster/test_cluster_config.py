@@ -164,3 +164,8 @@ def test_main_writes_to_stdout_without_output(tmp_path: Path, capsys: Any) -> No
     description.write_text('{"nodes": [{"name": "a", "address": "h:80", "models": ["m"]}]}')
     assert main([str(description)]) == 0
     assert "server a h:80 check" in capsys.readouterr().out
+    assert main([str(description), "--check"]) == 1  # HAProxy cannot resolve "h"
+    description.write_text('{"nodes": [{"name": "a", "address": "10.0.0.9:80", "models": ["m"]}]}')
+    assert main([str(description), "--check"]) == 0  # checked on a scratch copy
+    printed = capsys.readouterr()
+    assert "server a 10.0.0.9:80 check" in printed.out and "valid" in printed.err
