@@ -6,7 +6,8 @@ are all the run offers, so old seeds draw what they drew); ``build_body`` writes
 same request (prompt, token limit, stream) the way each API spells it; and
 ``generation_body`` is the chat body the fake generates the text of (llama-server turns
 Responses and Anthropic requests into chat requests before it generates; the fake's own
-``responses_to_chat`` / ``anthropic_to_chat`` do the same here).
+``responses_to_chat`` / ``anthropic_to_chat`` do the same here; an Ollama request
+becomes the chat request server_core translates it to).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from harness.chaos.kinds import (
     DIALECT_NAMES,
     MESSAGES,
     NATIVE,
+    OLLAMA_CHAT,
+    OLLAMA_ENDPOINTS,
     RESPONSES,
 )
 from harness.fake_llama import anthropic_to_chat, responses_to_chat
@@ -31,6 +34,7 @@ __all__ = [
     "draw_endpoint",
     "generation_body",
     "normalise_dialects",
+    "ollama_to_chat",
 ]
 
 # Anthropic requires max_tokens: a request that draws no limit sends this one.
@@ -74,7 +78,10 @@ def build_body(
 ) -> dict[str, Any]:
     """The request body for ``endpoint``: chat ``messages``/``max_tokens``, completions
     ``prompt``/``max_tokens``, Responses ``input``/``max_output_tokens``, Anthropic
-    ``messages``/``max_tokens`` (always), native ``prompt``/``n_predict``."""
+    ``messages``/``max_tokens`` (always), native ``prompt``/``n_predict``, Ollama chat
+    ``messages`` and generate ``prompt`` with ``options.num_predict``."""
+    if endpoint in OLLAMA_ENDPOINTS:
+        return _ollama_body(endpoint, alias, prompt, max_tokens, stream)
     body: dict[str, Any] = {"model": alias}
     if endpoint in (CHAT, MESSAGES):
         body["messages"] = [{"role": "user", "content": prompt}]
@@ -93,10 +100,42 @@ def build_body(
     return body
 
 
+def _ollama_body(
+    endpoint: str, alias: str, prompt: str, max_tokens: int | None, stream: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": alias}
+    if endpoint == OLLAMA_CHAT:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    body["stream"] = stream
+    if max_tokens is not None:
+        body["options"] = {"num_predict": max_tokens}
+    return body
+
+
+def ollama_to_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat request server_core makes of an Ollama chat or generate body (a generate
+    ``prompt`` is one user turn; ``num_predict`` is ``max_tokens``), as far as the fake's
+    text depends on it."""
+    messages = body.get("messages")
+    if messages is None:
+        messages = [{"role": "user", "content": body.get("prompt", "")}]
+    out: dict[str, Any] = {"model": body.get("model"), "messages": messages}
+    options = body.get("options") or {}
+    if "num_predict" in options:
+        out["max_tokens"] = options["num_predict"]
+    out["stream"] = bool(body.get("stream", True))
+    return out
+
+
 def generation_body(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     """The body whose text the fake generates: a Responses or an Anthropic request as the
     chat request llama-server converts it to (``input`` -> one user message,
-    ``max_output_tokens`` -> ``max_tokens``); every other body as it is."""
+    ``max_output_tokens`` -> ``max_tokens``), an Ollama one as the chat request
+    server_core makes of it; every other body as it is."""
+    if endpoint in OLLAMA_ENDPOINTS:
+        return ollama_to_chat(body)
     if endpoint == RESPONSES:
         return responses_to_chat(body)
     if endpoint == MESSAGES:

@@ -7,8 +7,9 @@ invariants:
 * every response ends exactly once, in one honest way: ``done`` (the complete ending of
   its stream dialect after the whole stream: ``[DONE]`` for chat and completions,
   ``response.completed``, ``message_stop``, native's ``"stop": true``; or a whole JSON
-  body), ``http_error`` (a status >= 400 with a JSON error body, before any byte of the
-  body), ``error_event`` (one SSE error event of the dialect after the headers) or
+  body; Ollama's ``"done": true`` line), ``http_error`` (a status >= 400 with a JSON
+  error body, before any byte of the body), ``error_event`` (one SSE error event of the
+  dialect after the headers; Ollama's one ``{"error": ...}`` line) or
   ``final_event`` (``response.failed``/``response.incomplete``: honest, but a failure).
   ``truncated`` (no complete ending, no error event), ``timeout`` and ``connect_error``
   are never honest. The client reads each stream by the dialect of its path;
@@ -178,6 +179,7 @@ _ENDINGS = {
     "responses": "response.completed",
     "messages": "message_stop",
     "native": 'the "stop": true event',
+    "ollama": 'a "done": true line',
 }
 
 

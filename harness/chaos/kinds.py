@@ -27,6 +27,10 @@ __all__ = [
     "NATIVE",
     "NET_KINDS",
     "NEW_KINDS",
+    "OLLAMA_CHAT",
+    "OLLAMA_DIALECTS",
+    "OLLAMA_ENDPOINTS",
+    "OLLAMA_GENERATE",
     "RESPONSES",
     "STARTUP",
     "SUCCEED",
@@ -40,18 +44,26 @@ EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
 NATIVE = "/completion"
+OLLAMA_CHAT = "/api/chat"
+OLLAMA_GENERATE = "/api/generate"
 
 # The request dialects a run draws from (``--dialects``), each with its endpoint. The
 # stream each answers is read by ``server_core.sse.dialects`` (chat and completions
-# share the chat stream dialect; the run tells them apart, their bodies differ).
+# share the chat stream dialect; the run tells them apart, their bodies differ); the
+# Ollama routes' NDJSON streams by ``harness.client``'s ``ollama`` dialect.
 DIALECT_ENDPOINTS: dict[str, str] = {
     "chat": CHAT,
     "completions": COMPLETIONS,
     "responses": RESPONSES,
     "messages": MESSAGES,
     "native": NATIVE,
+    "ollama_chat": OLLAMA_CHAT,
+    "ollama_generate": OLLAMA_GENERATE,
 }
 DIALECT_NAMES = tuple(DIALECT_ENDPOINTS)
+# Ollama's API: served by server_core (it translates), not by llama-server or the fake.
+OLLAMA_DIALECTS = ("ollama_chat", "ollama_generate")
+OLLAMA_ENDPOINTS = frozenset({OLLAMA_CHAT, OLLAMA_GENERATE})
 _DIALECT_OF = {path: name for name, path in DIALECT_ENDPOINTS.items()}
 
 

@@ -16,7 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.chaos.kinds import CHAT, COMPLETIONS, KINDS, MESSAGES, NATIVE, RESPONSES, dialect_of
+from harness.chaos.kinds import (
+    CHAT,
+    COMPLETIONS,
+    KINDS,
+    MESSAGES,
+    NATIVE,
+    OLLAMA_CHAT,
+    OLLAMA_GENERATE,
+    RESPONSES,
+    dialect_of,
+)
 from harness.chaos.toxics import ToxicPlan
 
 __all__ = ["PlanSettings", "RequestPlan", "first_token_event", "stream_events"]
@@ -76,7 +86,7 @@ class RequestPlan:
     kind: str
     route: str  # DIRECT | MANAGED | LANE
     alias: str | None  # None for LANE (a free lane is picked at run time)
-    endpoint: str  # CHAT | COMPLETIONS | RESPONSES | MESSAGES | NATIVE | EMBEDDINGS
+    endpoint: str  # CHAT | COMPLETIONS | RESPONSES | MESSAGES | NATIVE | OLLAMA_* | EMBEDDINGS
     body: dict[str, Any]
     spec: str  # X-Fault SPEC ("" = no header)
     toxic: ToxicPlan | None
@@ -110,7 +120,8 @@ class RequestPlan:
     @property
     def dialect(self) -> str:
         """The request dialect (``chat``, ``completions``, ``responses``, ``messages``,
-        ``native``; ``embeddings``), a row of the report's dialect table."""
+        ``native``, ``ollama_chat``, ``ollama_generate``; ``embeddings``), a row of the
+        report's dialect table."""
         return dialect_of(self.endpoint)
 
     @property
@@ -168,17 +179,23 @@ def stream_events(endpoint: str, n_tokens: int, include_usage: bool) -> int:
     = created, in_progress, output_item.added, content_part.added, a delta per token,
     output_text.done, content_part.done, output_item.done, completed; Anthropic =
     message_start, content_block_start, a delta per token, content_block_stop,
-    message_delta, message_stop."""
+    message_delta, message_stop. Ollama: the *upstream* chat stream server_core asks for
+    (with ``include_usage``: role + tokens + finish + usage + [DONE]), since the fake's
+    faults count its events; the client sees a line per token and the done line."""
     extra = {
         CHAT: 3 + (1 if include_usage else 0),
         COMPLETIONS: 2,
         NATIVE: 1,
         RESPONSES: 8,
         MESSAGES: 5,
+        OLLAMA_CHAT: 4,
+        OLLAMA_GENERATE: 4,
     }
     return n_tokens + extra[endpoint]
 
 
 def first_token_event(endpoint: str) -> int:
-    """The number of the event that carries the first token of a fake stream."""
-    return {CHAT: 2, COMPLETIONS: 1, NATIVE: 1, RESPONSES: 5, MESSAGES: 3}[endpoint]
+    """The number of the event that carries the first token of a fake stream (Ollama:
+    of the upstream chat stream, as in ``stream_events``)."""
+    firsts = {CHAT: 2, COMPLETIONS: 1, NATIVE: 1, RESPONSES: 5, MESSAGES: 3}
+    return firsts.get(endpoint, 2)

@@ -199,6 +199,7 @@ def _violation_json(opts: ChaosOptions, r: RequestRecord, v: Violation) -> dict[
         "code": v.code,
         "detail": v.detail,
         "kind": r.plan.kind,
+        "dialect": r.plan.dialect,
         "plan": r.plan.describe(),
         "alias": r.alias,
         "spec": r.plan.spec,

@@ -80,7 +80,8 @@ def test_draw_endpoint_keeps_the_first_mix_split_and_spreads_the_rest() -> None:
     assert draw_endpoint(first, 0.84, "clean") == CHAT
     assert draw_endpoint(first, 0.86, "clean") == COMPLETIONS
     assert draw_endpoint(("native",), 0.99, "clean") == NATIVE
-    spread = [draw_endpoint(DIALECT_NAMES, (i + 0.5) / 5, "clean") for i in range(5)]
+    count = len(DIALECT_NAMES)
+    spread = [draw_endpoint(DIALECT_NAMES, (i + 0.5) / count, "clean") for i in range(count)]
     assert spread == [DIALECT_ENDPOINTS[n] for n in DIALECT_NAMES]
     assert draw_endpoint(("responses",), 0.3, "freeze") == CHAT  # a frozen child needs chat
 

@@ -88,23 +88,28 @@ class BadProxy(Resource):
             for value in response.headers.getRawHeaders(name, []):
                 request.setHeader(name, value)
         seen = bytearray()
+        ctype = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
+        passed = self.relay_filter(ctype)
 
         def write(data: bytes) -> None:
             seen.extend(data)
             if not gone():
-                request.write(data)
+                request.write(passed(data))
 
         def end(_: Any) -> None:
             if gone() or request.finished:
                 return
-            ctype = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
-            if b"text/event-stream" in ctype:
+            if b"text/event-stream" in ctype or b"application/x-ndjson" in ctype:
                 forged = self.forged_ending(request.path.decode(), bytes(seen))
                 if forged is not None:
                     request.write(forged)
             request.finish()
 
         return treq.collect(response, write).addBoth(end)
+
+    def relay_filter(self, content_type: bytes) -> Callable[[bytes], bytes]:
+        """What the proxy makes of each piece of a response body (as it is, here)."""
+        return lambda data: data
 
     def forged_ending(self, path: str, seen: bytes) -> bytes | None:
         """What the proxy writes when the upstream stream ended (or was lost) after
