@@ -78,7 +78,10 @@ def timing_fields(reply: dict[str, Any], durations: Durations) -> dict[str, Any]
     return {
         "total_duration": total_ns,
         "load_duration": load_ns,
-        "prompt_eval_count": _count(timings.get("prompt_n"), usage.get("prompt_tokens")),
+        # The whole prompt, as Ollama counts it: what llama-server evaluated this time
+        # plus what its KV cache reused (``cache_n``), as its usage.prompt_tokens says.
+        "prompt_eval_count": _count(usage.get("prompt_tokens"))
+        or _count(timings.get("prompt_n")) + _count(timings.get("cache_n")),
         "prompt_eval_duration": prompt_ns or 0,
         "eval_count": _count(timings.get("predicted_n"), usage.get("completion_tokens")),
         "eval_duration": eval_ns or 0,

@@ -101,3 +101,15 @@ def test_embeddings_in_input_order() -> None:
 
 def test_created_at_is_rfc3339_utc() -> None:
     assert created_at(86400.25) == "1970-01-02T00:00:00.250000Z"
+
+
+def test_prompt_eval_count_includes_what_the_kv_cache_reused() -> None:
+    # A repeated conversation: llama-server evaluated 1 token, its cache held 41.
+    timings = {"prompt_n": 1, "cache_n": 41, "predicted_n": 5, "prompt_ms": 1.0,
+               "predicted_ms": 9.0}  # fmt: skip
+    out = chat_reply(completion({"content": "x"}, timings=timings), "m", 0.0, TIMES)
+    assert out["prompt_eval_count"] == 42 and out["eval_count"] == 5
+    # usage.prompt_tokens, when there is one, is already the whole prompt.
+    usage = {"prompt_tokens": 42, "completion_tokens": 5}
+    reply = completion({"content": "x"}, timings=timings, usage=usage)
+    assert chat_reply(reply, "m", 0.0, TIMES)["prompt_eval_count"] == 42
