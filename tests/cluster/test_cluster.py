@@ -124,6 +124,39 @@ async def stream_in_flight(
     return pending, await streaming_node(c, c.serving(model))
 
 
+DIALECT_BODIES: dict[str, tuple[str, dict[str, object]]] = {
+    "responses": ("/v1/responses", {"input": "hello", "max_output_tokens": 40}),
+    "messages": (
+        "/v1/messages",
+        {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 40},
+    ),
+    "native": ("/completion", {"prompt": "hello", "n_predict": 40}),
+}
+
+
+async def dialect_streams(c: Cluster, model: str) -> dict[str, defer.Deferred[StreamResult]]:
+    """A slow stream of ``model`` in each other dialect, once each has its first event."""
+    pending: dict[str, defer.Deferred[StreamResult]] = {}
+    for dialect, (path, extra) in DIALECT_BODIES.items():
+        first: defer.Deferred[None] = defer.Deferred()
+
+        def on_event(event: object, t: float, first: defer.Deferred[None] = first) -> None:
+            if not first.called:
+                first.callback(None)
+
+        pending[dialect] = defer.Deferred.fromCoroutine(
+            stream_request(
+                c.url + path,
+                {"model": model, "stream": True, "ignore_eos": True, **extra},
+                headers={"X-Fault": "token_delay=50ms"},
+                timeout=30,
+                on_event=on_event,
+            )
+        )
+        await first
+    return pending
+
+
 def whole_text(model: str, tokens: int) -> str:
     return "".join(expected_text(chat_body(model, tokens, long=True))[0])
 
@@ -136,12 +169,19 @@ async def test_sigkill_mid_stream_cuts_the_body_and_the_other_node_takes_over(
         model = "shared-ab"
         pending, victim = await stream_in_flight(c, model, 60)
         survivors = [n for n in c.serving(model) if n is not victim]
+        others = await dialect_streams(c, victim.models[0])  # the node's own model
         t0 = reactor.seconds()
         victim.signal("KILL")
         cut = await pending
         # A cut HTTP body: no last chunk, the connection closed. Never a clean end.
         assert cut.outcome == "truncated" and cut.end_reason == "lost", cut.summary()
         assert served_by(cut) == f"{victim.name}/{model}"
+        for dialect, other in others.items():  # the same in every dialect
+            result = await other
+            assert result.dialect == dialect, result.summary()
+            assert result.outcome == "truncated" and result.end_reason == "lost", result.summary()
+            assert served_by(result) == f"{victim.name}/{victim.models[0]}"
+            assert result.text, result.summary()
         assert whole_text(model, 60).startswith(cut.text) and cut.text != whole_text(model, 60)
         moved = await route_around(c, model, t0)
         await c.wait_state(model, victim.name, "DOWN", DETECTION_BOUND)
