@@ -106,6 +106,7 @@ class NdjsonRelay:
         self._begun = False
         self.ending: Ending | None = None
         self.lines_written = 0
+        self._events = 0  # upstream events read (a first one may write no line)
         self._done: defer.Deferred[Ending] = defer.Deferred(self._cancelled)
         request.notifyFinish().addErrback(self._client_gone)
 
@@ -143,7 +144,9 @@ class NdjsonRelay:
         except ValueError:
             self._fail("sent an oversized SSE event", "malformed")
             return
-        if self.lines_written == 0 or not all(isinstance(i, Comment) for i in items):
+        # Before the first event, ':' pings are life (a long prompt); once events flow, a
+        # server that only pings is stuck (as ForwardedSse judges it).
+        if self._events == 0 or not all(isinstance(i, Comment) for i in items):
             self._last_upstream = self._clock.seconds()
         for item in items:
             if isinstance(item, Comment):
@@ -165,6 +168,7 @@ class NdjsonRelay:
         if frame is Frame.MALFORMED or (frame is Frame.DATA and not isinstance(payload, dict)):
             self._fail("sent a malformed event (invalid JSON)", "malformed")
             return False
+        self._events += 1
         now = self._clock.seconds()
         if frame is Frame.COMPLETE:
             for line in self._lines.pending_calls(now):

@@ -188,6 +188,29 @@ def test_silence_past_the_idle_timeout_is_one_error_line() -> None:
     assert "sent no data for 30 s" in run.assert_error_line_last()
 
 
+def test_pings_after_an_event_that_wrote_no_line_are_no_progress_either() -> None:
+    # Found by chaos (stall_after=1 with pings): the role-only first chunk writes no line,
+    # and pings then kept the stream open past every timeout.
+    run = Run(idle=30.0)
+    run.response.send(chunk({"role": "assistant"}))
+    assert run.lines() == []
+    for _ in range(40):
+        run.clock.advance(1.0)
+        run.response.send(b": ping\n\n")
+    assert run.failures and "sent no data for 30 s" in str(run.failures[0])
+    assert run.upstream_aborted
+
+
+def test_pings_before_any_event_are_a_prompt_being_processed() -> None:
+    run = Run(idle=30.0)
+    for _ in range(40):
+        run.clock.advance(1.0)
+        run.response.send(b": ping\n\n")
+    assert run.failures == [] and run.endings == []
+    run.response.send(text(1) + FINAL + DONE)
+    assert run.lines()[-1]["done"] is True
+
+
 def test_idle_clock_stops_while_the_client_holds_the_upstream_back() -> None:
     run = Run(idle=30.0)
     run.response.send(text(1))
