@@ -63,6 +63,19 @@ class _Labelled:
         return child
 
 
+def _model_counters(registry: CollectorRegistry) -> dict[str, _Labelled]:
+    """The per-alias lifecycle counters: starts, crashes, start failures, swaps."""
+    return {
+        name: _Labelled(Counter(f"server_core_model_{name}", text, ["alias"], registry=registry))
+        for name, text in (
+            ("starts", "Managed llama-server processes spawned."),
+            ("crashes", "Ready servers that died or were killed as hung."),
+            ("start_failures", "Starts that never became ready."),
+            ("swaps", "Servers stopped to make room for another model."),
+        )
+    }
+
+
 class ServerMetrics:
     """The metrics (see module doc); also where request and model events are published."""
 
@@ -110,15 +123,7 @@ class ServerMetrics:
         self._start = _histogram(
             r, "model_start", "From spawn to ready of a managed server.", "alias", _START
         )
-        self._counters = {
-            name: _Labelled(Counter(f"server_core_model_{name}", text, ["alias"], registry=r))
-            for name, text in (
-                ("starts", "Managed llama-server processes spawned."),
-                ("crashes", "Ready servers that died or were killed as hung."),
-                ("start_failures", "Starts that never became ready."),
-                ("swaps", "Servers stopped to make room for another model."),
-            )
-        }
+        self._counters = _model_counters(r)
         self._tokens = _Labelled(
             Counter(
                 "server_core_tokens",
