@@ -154,3 +154,75 @@ def test_any_text_message_survives_the_error_frame(message: str, dialect: Stream
     assert kind is Frame.ERROR
     error = payload["error"] if "error" in payload else payload
     assert error["message"] == message
+
+
+# -- what the mutation run of dialects.py showed no test pinned ------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (503, "overloaded_error"),
+        (529, "overloaded_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (414, "api_error"),
+        (530, "api_error"),
+    ],
+)
+def test_every_status_has_its_anthropic_error_type(status: int, expected: str) -> None:
+    assert anthropic_error_type("server_error", status) == expected
+
+
+@pytest.mark.parametrize(
+    "kind", ["invalid_request_error", "authentication_error", "not_found_error"]
+)
+def test_anthropic_keeps_the_error_types_it_shares_with_openai(kind: str) -> None:
+    assert anthropic_error_type(kind) == kind
+    assert anthropic_error("m", kind)["error"]["type"] == kind
+    (event,) = decode_all(MESSAGES.error_frame("m", kind))
+    assert json.loads(event.data or "")["error"]["type"] == kind  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS.values()), ids=lambda d: d.name)
+def test_error_frames_keep_text_as_text_and_carry_the_param(dialect: StreamDialect) -> None:
+    raw = dialect.error_frame("modèle perdu ✂", "invalid_request_error", "c", "messages")
+    assert "modèle perdu ✂".encode() in raw  # not \\u-escaped
+    (event,) = decode_all(raw)
+    payload = json.loads(event.data or "")  # type: ignore[union-attr]
+    if dialect is not MESSAGES:  # Anthropic's errors have no param
+        error = payload.get("error", payload)
+        assert error["param"] == "messages"
+
+
+def test_the_default_error_type_is_a_server_error() -> None:
+    (chat,) = decode_all(CHAT.error_frame("m"))
+    assert json.loads(chat.data or "")["error"]["type"] == "server_error"  # type: ignore[union-attr]
+    (resp,) = decode_all(RESPONSES.error_frame("m"))
+    assert json.loads(resp.data or "")["code"] == "server_error"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("dialect", [RESPONSES, MESSAGES], ids=lambda d: d.name)
+def test_named_streams_judge_by_the_payload_type_without_an_event_line(
+    dialect: StreamDialect,
+) -> None:
+    last = "response.completed" if dialect is RESPONSES else "message_stop"
+    assert frame(dialect, {"type": last}) is Frame.COMPLETE
+    # A payload naming nothing, or naming with a non-string, is no error and no ending.
+    assert frame(dialect, {"delta": "x"}) is Frame.DATA
+    assert frame(dialect, {"type": 5, "delta": "x"}) is Frame.DATA
+    # An "error" member is an error only in a payload that names no type.
+    assert frame(dialect, {"type": "x.delta", "error": {"message": "m"}}) is Frame.DATA
+    assert frame(dialect, {"error": {"message": "m"}}) is Frame.ERROR
+
+
+def test_a_path_with_a_query_or_slashes_finds_its_dialect() -> None:
+    assert dialect_for_path("/v1/responses?x=1?y=2") is RESPONSES
+    assert dialect_for_path("/v1/chat/completions//") is CHAT
+    assert dialect_for_path("") is None and dialect_for_path("/") is None
