@@ -25,6 +25,8 @@ from harness.chaos.kinds import (
     DIALECT_NAMES,
     MESSAGES,
     NATIVE,
+    OLLAMA_CHAT,
+    OLLAMA_GENERATE,
     RESPONSES,
 )
 from harness.chaos.options import ChaosOptions
@@ -155,3 +157,24 @@ def test_dialects_option_round_trips_through_the_reproduce_command() -> None:
     assert probed.dialects is None and "--dialects" not in probed.reproduce_argv(9)
     with pytest.raises(ValueError, match="unknown dialect"):
         ChaosOptions.from_args(parser.parse_args([*base, "--dialects", "chat,soap"]))
+
+
+def test_ollama_bodies_and_the_chat_request_server_core_makes_of_them() -> None:
+    chat = build_body(OLLAMA_CHAT, "a", "hi there", 7, stream=True)
+    assert chat == {
+        "model": "a",
+        "messages": [{"role": "user", "content": "hi there"}],
+        "stream": True,
+        "options": {"num_predict": 7},
+    }
+    generate = build_body(OLLAMA_GENERATE, "a", "hi there", None, stream=False)
+    assert generate == {"model": "a", "prompt": "hi there", "stream": False}
+    # Both generate from one user turn; num_predict is max_tokens. A generate prompt
+    # gives the text a chat with that one message gives.
+    as_chat = generation_body(OLLAMA_CHAT, chat)
+    assert as_chat["messages"] == chat["messages"] and as_chat["max_tokens"] == 7
+    same = build_body(OLLAMA_GENERATE, "a", "hi there", 7, stream=True)
+    assert plan_generation(generation_body(OLLAMA_GENERATE, same)) == plan_generation(as_chat)
+    # The upstream chat stream carries the usage chunk server_core asks for.
+    assert stream_events(OLLAMA_CHAT, 5, False) == stream_events(CHAT, 5, True) == 9
+    assert first_token_event(OLLAMA_GENERATE) == first_token_event(CHAT)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from harness.chaos.judge import VIOLATION_CODES, ending_name, judge
-from harness.chaos.kinds import EITHER, FAIL, MESSAGES, NATIVE, RESPONSES
+from harness.chaos.kinds import (
+    EITHER,
+    FAIL,
+    MESSAGES,
+    NATIVE,
+    OLLAMA_CHAT,
+    OLLAMA_GENERATE,
+    RESPONSES,
+)
 from harness.chaos.plan import RequestPlan
 from harness.client import StreamResult
 from tests.harness.chaos.support import make_plan, make_result
@@ -75,3 +83,38 @@ def test_one_error_event_only_and_nothing_after_the_ending() -> None:
 def test_violation_texts_name_no_single_dialect() -> None:
     for code in ("truncated", "done_despite_fault", "done_incomplete", "after_done"):
         assert "[DONE]" not in VIOLATION_CODES[code]
+
+
+# -- Ollama: NDJSON lines ------------------------------------------------------------------
+
+NDJSON = {"content-type": ["application/x-ndjson"]}
+
+
+def ollama_result(outcome: str = "done", **kw: object) -> StreamResult:
+    return make_result(outcome, dialect="ollama", headers=NDJSON, ids=set(), **kw)
+
+
+def test_ollama_done_line_after_the_whole_text_is_honest() -> None:
+    plan = make_plan(endpoint=OLLAMA_CHAT)
+    assert plan.dialect == "ollama_chat"
+    assert codes(plan, ollama_result()) == []
+    # done_reason is the finish reason Ollama's way; it is compared.
+    assert codes(plan, ollama_result(finish_reason="length")) == ["wrong_finish"]
+
+
+def test_ollama_error_line_is_an_error_event_not_an_error_in_a_200() -> None:
+    fail = make_plan("error", endpoint=OLLAMA_GENERATE, spec="error_after=3", expect=FAIL)
+    line = ollama_result("error_event", error={"message": "upstream lost"})
+    assert codes(fail, line) == []
+    # The same error as a whole 200 JSON body is one.
+    whole = make_result("error_event", headers={"content-type": ["application/json"]})
+    assert codes(fail, whole) == ["error_in_200"]
+
+
+def test_ollama_forged_done_after_a_loss_is_caught_with_its_name() -> None:
+    fail = make_plan("reset", endpoint=OLLAMA_CHAT, spec="reset_after=4", expect=FAIL)
+    [found] = judge(fail, ollama_result(text=" river"), expected_model="m")
+    assert found.code == "done_despite_fault" and '"done": true line' in found.detail
+    after = ollama_result("error_event", error={"message": "x"}, done_after_error=True)
+    [found] = judge(fail, after, expected_model="m")
+    assert found.code == "done_after_error" and '"done": true' in found.detail
