@@ -78,10 +78,6 @@ class Node:
             f"tcp:{self.port}:interface={self.host}",
         ]
 
-    async def start(self) -> None:
-        self.server = spawn(self.name, self.argv())
-        await self.server.when_line(r"server-core listening on http://", timeout=60)
-
     def signal(self, name: str) -> None:
         """Send SIG<name> (Twisted's own signalProcess knows only a few names)."""
         assert self.server is not None
@@ -206,63 +202,78 @@ def description(nodes: list[Node], port: int, stats_port: int) -> dict[str, Any]
     }
 
 
-async def _start_fakes(tmp_path: Path, children: list[Child], key: str | None) -> list[Node]:
+async def _port_of(child: Child, line: str) -> int:
+    """The port a child logged in its ``... listening on http://HOST:PORT`` line."""
+    match = await child.when_line(line + r"http://\S+:(\d+)", timeout=60)
+    return int(match.group(1))
+
+
+async def _start_nodes(tmp_path: Path, children: list[Child], key: str | None) -> list[Node]:
+    """Fakes, then nodes, all on ports the kernel picked (no race for a free port)."""
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF fake weights")
+    fakes = []
+    for name, _, _ in LAYOUT:
+        argv = fake_argv(str(weights), "--port", "0", "-a", name, "-np", "32")
+        fakes.append(spawn(f"fake-{name}", [*argv, "-c", str(32 * 4096)]))
+        children.append(fakes[-1])
+    fake_ports = await _gather([_port_of(fake, "listening on ") for fake in fakes])
     nodes: list[Node] = []
-    for name, host, models in LAYOUT:
-        fake_port = free_port("127.0.0.1")
-        fake = spawn(
-            f"fake-{name}",
-            fake_argv(
-                str(weights),
-                "--port",
-                str(fake_port),
-                "-a",
-                name,
-                "-np",
-                "32",
-                "-c",
-                str(32 * 4096),
-            ),
-        )
-        children.append(fake)
+    for (name, host, models), fake, fake_port in zip(LAYOUT, fakes, fake_ports, strict=True):
         config = tmp_path / f"{name}.yaml"
         config.write_text(node_config(name, models, fake_port, key))
-        nodes.append(Node(name, host, models, free_port(host), config, fake))
-    await defer.gatherResults(
-        [defer.Deferred.fromCoroutine(_listening(n.fake)) for n in nodes], consumeErrors=True
+        node = Node(name, host, models, 0, config, fake)
+        node.server = spawn(name, node.argv())
+        children.append(node.server)
+        nodes.append(node)
+    ports = await _gather(
+        [_port_of(n.server, "server-core listening on ") for n in nodes if n.server]
     )
+    for node, port in zip(nodes, ports, strict=True):
+        node.port = port
     return nodes
 
 
-async def _listening(child: Child) -> None:
-    await child.when_line(r"listening on http://", timeout=60)
+async def _gather(coroutines: list[Any]) -> list[int]:
+    return list(
+        await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True
+        )
+    )
 
 
 async def _start_haproxy(
-    tmp_path: Path, nodes: list[Node], key: str | None
-) -> tuple[Child, int, int]:
-    port, stats_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(haproxy_config(parse_cluster(description(nodes, port, stats_port))))
-    haproxy = spawn(
-        "haproxy",
-        [haproxy_binary(), "-db", "-f", str(path)],
-        env={"CLUSTER_TEST_KEY": key or "unused"},
-    )
-    return haproxy, port, stats_port
+    tmp_path: Path, nodes: list[Node], key: str | None, children: list[Child]
+) -> Cluster:
+    """HAProxy on two free ports; started again on others when one was taken meanwhile."""
+    for _ in range(3):
+        port, stats_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+        path = tmp_path / "haproxy.cfg"
+        path.write_text(haproxy_config(parse_cluster(description(nodes, port, stats_port))))
+        haproxy = spawn(
+            "haproxy",
+            [haproxy_binary(), "-db", "-f", str(path)],
+            env={"CLUSTER_TEST_KEY": key or "unused"},
+        )
+        children.append(haproxy)
+        running = Cluster(nodes, haproxy, port, stats_port, children, key)
+        if await _haproxy_sees_all_up(running):
+            return running
+    raise AssertionError("HAProxy did not start: " + "\n".join(haproxy.lines[-10:]))
 
 
-async def _haproxy_sees_all_up(cluster: Cluster) -> None:
+async def _haproxy_sees_all_up(cluster: Cluster) -> bool:
+    """True once HAProxy shows every server UP; False when it exited (a port was taken)."""
     for _ in range(200):
+        if cluster.haproxy.exited:
+            return False
         try:
             states = await cluster.states()
         except AssertionError:
             states = {}
         servers = [s for (px, sv), s in states.items() if sv not in ("FRONTEND", "BACKEND")]
         if servers and all(s == "UP" for s in servers):
-            return
+            return True
         await task.deferLater(reactor, 0.05, lambda: None)
     raise AssertionError(f"HAProxy never saw every node up: {states}")
 
@@ -273,25 +284,10 @@ async def cluster(tmp_path: Path, api_key: str | None = None) -> AsyncIterator[C
     ``api_key`` the nodes require it and HAProxy's checks send it (``${VAR}``)."""
     children: list[Child] = []
     try:
-        nodes = await _start_fakes(tmp_path, children, api_key)
-        for node in nodes:
-            node.server = spawn(node.name, node.argv())
-            children.append(node.server)
-        await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(_serving(n)) for n in nodes], consumeErrors=True
-        )
-        haproxy, port, stats_port = await _start_haproxy(tmp_path, nodes, api_key)
-        children.append(haproxy)
-        running = Cluster(nodes, haproxy, port, stats_port, children, api_key)
-        await _haproxy_sees_all_up(running)
-        yield running
+        nodes = await _start_nodes(tmp_path, children, api_key)
+        yield await _start_haproxy(tmp_path, nodes, api_key, children)
     finally:
         await _stop_all(children)
-
-
-async def _serving(node: Node) -> None:
-    assert node.server is not None
-    await node.server.when_line(r"server-core listening on http://", timeout=60)
 
 
 async def _stop_all(children: list[Child]) -> None:

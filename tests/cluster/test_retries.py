@@ -72,33 +72,46 @@ class Pair:
 async def pair(tmp_path: Path, first: str, second: str) -> AsyncIterator[Pair]:
     nodes = [ScriptedNode("one", first), ScriptedNode("two", second)]
     ports: list[Any] = [reactor.listenTCP(0, Site(node), interface="127.0.0.1") for node in nodes]
-    port = free_port("127.0.0.1")
-    description: dict[str, Any] = {
-        "listen": f"127.0.0.1:{port}",
-        "check": {"interval": "200ms"},
-        "nodes": [
-            {"name": n.name, "address": f"127.0.0.1:{p.getHost().port}", "models": ["m"]}
-            for n, p in zip(nodes, ports, strict=True)
-        ],
-    }
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy_config(parse_cluster(description)))
-    haproxy: Child = spawn("haproxy", [haproxy_binary(), "-db", "-f", str(config)])
     try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        for _ in range(200):  # until HAProxy listens
-            probe = await stream_request(url, None, method="GET", timeout=2)
-            if probe.outcome != "connect_error":
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
-        for node in nodes:
-            node.posts = 0
-        yield Pair(nodes, url)
+        url, haproxy = await _haproxy_in_front(tmp_path, nodes, ports)
+        try:
+            for node in nodes:
+                node.posts = 0
+            yield Pair(nodes, url)
+        finally:
+            await haproxy.stop()
+            assert haproxy.exited
     finally:
-        await haproxy.stop()
         for listening in ports:
             await listening.stopListening()
-        assert haproxy.exited
+
+
+async def _haproxy_in_front(
+    tmp_path: Path, nodes: list[ScriptedNode], ports: list[Any]
+) -> tuple[str, Child]:
+    """HAProxy on a free port, listening; started again if the port was taken meanwhile."""
+    for _ in range(3):
+        port = free_port("127.0.0.1")
+        description: dict[str, Any] = {
+            "listen": f"127.0.0.1:{port}",
+            "check": {"interval": "200ms"},
+            "nodes": [
+                {"name": n.name, "address": f"127.0.0.1:{p.getHost().port}", "models": ["m"]}
+                for n, p in zip(nodes, ports, strict=True)
+            ],
+        }
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(haproxy_config(parse_cluster(description)))
+        haproxy: Child = spawn("haproxy", [haproxy_binary(), "-db", "-f", str(config)])
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        for _ in range(200):  # until a scripted node answers through it (or it exited)
+            probe = await stream_request(url, None, method="GET", timeout=2)
+            if probe.body == b'{"status":"ready"}' and not haproxy.exited:
+                return url, haproxy
+            if haproxy.exited:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("HAProxy did not start: " + "\n".join(haproxy.lines[-10:]))
 
 
 def body() -> dict[str, Any]:
