@@ -104,6 +104,8 @@ class OpenAIRoutes:
             admin, check_auth=self._check_auth, clock=clock, keepalive_interval=keepalive_interval
         )
         self.in_flight = InFlight()
+        self._ui: StatusPage | None = None
+        self._ui_sources = (admin, metrics, clock)
         ollama = ollama or OllamaSettings()
         self.ollama = OllamaRoutes(
             router,
@@ -264,13 +266,13 @@ class OpenAIRoutes:
         return self._status_page().asset(request, asset)
 
     def _status_page(self) -> StatusPage:
-        """Built at first use from the other handlers (the constructor is left as it is)."""
-        page: StatusPage | None = self.__dict__.get("_ui")
-        if page is None:
-            page = self._ui = status_page(
-                self._router, self._check_auth, admin=self._admin, status=self._status
+        """Built at first use: only then does it listen to the events (``web.ui``)."""
+        if self._ui is None:
+            admin, metrics, clock = self._ui_sources
+            self._ui = status_page(
+                self._router, self._check_auth, admin=admin, metrics=metrics, clock=clock
             )
-        return page
+        return self._ui
 
     # -- the proxied routes --------------------------------------------------------
 

@@ -268,20 +268,17 @@ def _seconds(value: Any) -> str:
 
 
 def status_page(
-    router: IRouterState, check_auth: Callable[[Request], None], *, admin: Any, status: Any
+    router: IRouterState,
+    check_auth: Callable[[Request], None],
+    *,
+    admin: Any,
+    metrics: Any,
+    clock: IReactorTime,
 ) -> StatusPage:
-    """The page of an ``OpenAIRoutes``, from what its admin and status handlers hold.
-
-    ``admin`` is its ``AdminRoutes``, ``status`` its ``StatusRoutes``; their attributes are
-    read here so that the routes' constructor stays as it is (a constructor argument
-    would be the cleaner seam).
-    """
-    api = getattr(admin, "_admin", None)
-    metrics = getattr(status, "_metrics", None)
-    clock: IReactorTime = status._clock
+    """The page over an ``AdminApi`` (``admin``, or None) and a ``ServerMetrics`` (or None)."""
     return StatusPage(
         router,
         check_auth=check_auth,
-        running=(lambda: list(api.running()["data"])) if api is not None else None,
+        running=(lambda: list(admin.running()["data"])) if admin is not None else None,
         recent=RecentRequests(metrics.bus if metrics is not None else None, clock),
     )
