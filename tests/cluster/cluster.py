@@ -12,7 +12,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,8 @@ class Node:
     config: Path
     fake: Child
     server: Child | None = None
+    prefix: tuple[str, ...] = ()
+    """Run the node's processes through this (``ip netns exec NAME``)."""
 
     @property
     def url(self) -> str:
@@ -66,6 +68,7 @@ class Node:
 
     def argv(self) -> list[str]:
         return [
+            *self.prefix,
             sys.executable,
             "-c",
             "from twisted.scripts.twistd import run; run()",
@@ -187,14 +190,16 @@ def node_config(name: str, models: tuple[str, ...], fake_port: int, key: str | N
     )
 
 
-def description(nodes: list[Node], port: int, stats_port: int) -> dict[str, Any]:
+def description(
+    nodes: list[Node], port: int, stats_port: int, server_timeout: str = "60s"
+) -> dict[str, Any]:
     return {
         "listen": f"127.0.0.1:{port}",
         "stats": f"127.0.0.1:{stats_port}",
         "api_key_env": "CLUSTER_TEST_KEY",
         "log": True,
         "check": {"interval": f"{int(CHECK_INTERVAL * 1000)}ms", "fall": CHECK_FALL},
-        "timeouts": {"check": f"{int(CHECK_TIMEOUT * 1000)}ms", "server": "60s"},
+        "timeouts": {"check": f"{int(CHECK_TIMEOUT * 1000)}ms", "server": server_timeout},
         "nodes": [
             {"name": n.name, "address": f"{n.host}:{n.port}", "models": list(n.models)}
             for n in nodes
@@ -208,21 +213,23 @@ async def _port_of(child: Child, line: str) -> int:
     return int(match.group(1))
 
 
-async def _start_nodes(tmp_path: Path, children: list[Child], key: str | None) -> list[Node]:
+async def _start_nodes(tmp_path: Path, children: list[Child], setup: Setup) -> list[Node]:
     """Fakes, then nodes, all on ports the kernel picked (no race for a free port)."""
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF fake weights")
     fakes = []
-    for name, _, _ in LAYOUT:
+    for name, _, _ in setup.layout:
         argv = fake_argv(str(weights), "--port", "0", "-a", name, "-np", "32")
-        fakes.append(spawn(f"fake-{name}", [*argv, "-c", str(32 * 4096)]))
+        prefix = setup.prefixes.get(name, ())
+        fakes.append(spawn(f"fake-{name}", [*prefix, *argv, "-c", str(32 * 4096)]))
         children.append(fakes[-1])
     fake_ports = await _gather([_port_of(fake, "listening on ") for fake in fakes])
     nodes: list[Node] = []
-    for (name, host, models), fake, fake_port in zip(LAYOUT, fakes, fake_ports, strict=True):
+    layout = zip(setup.layout, fakes, fake_ports, strict=True)
+    for (name, host, models), fake, fake_port in layout:
         config = tmp_path / f"{name}.yaml"
-        config.write_text(node_config(name, models, fake_port, key))
-        node = Node(name, host, models, 0, config, fake)
+        config.write_text(node_config(name, models, fake_port, setup.api_key))
+        node = Node(name, host, models, 0, config, fake, prefix=setup.prefixes.get(name, ()))
         node.server = spawn(name, node.argv())
         children.append(node.server)
         nodes.append(node)
@@ -243,20 +250,21 @@ async def _gather(coroutines: list[Any]) -> list[int]:
 
 
 async def _start_haproxy(
-    tmp_path: Path, nodes: list[Node], key: str | None, children: list[Child]
+    tmp_path: Path, nodes: list[Node], setup: Setup, children: list[Child]
 ) -> Cluster:
     """HAProxy on two free ports; started again on others when one was taken meanwhile."""
     for _ in range(3):
         port, stats_port = free_port("127.0.0.1"), free_port("127.0.0.1")
         path = tmp_path / "haproxy.cfg"
-        path.write_text(haproxy_config(parse_cluster(description(nodes, port, stats_port))))
+        text = description(nodes, port, stats_port, setup.server_timeout)
+        path.write_text(haproxy_config(parse_cluster(text)))
         haproxy = spawn(
             "haproxy",
             [haproxy_binary(), "-db", "-f", str(path)],
-            env={"CLUSTER_TEST_KEY": key or "unused"},
+            env={"CLUSTER_TEST_KEY": setup.api_key or "unused"},
         )
         children.append(haproxy)
-        running = Cluster(nodes, haproxy, port, stats_port, children, key)
+        running = Cluster(nodes, haproxy, port, stats_port, children, setup.api_key)
         if await _haproxy_sees_all_up(running):
             return running
     raise AssertionError("HAProxy did not start: " + "\n".join(haproxy.lines[-10:]))
@@ -278,14 +286,28 @@ async def _haproxy_sees_all_up(cluster: Cluster) -> bool:
     raise AssertionError(f"HAProxy never saw every node up: {states}")
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a cluster is made of: ``layout`` (node, address, models); with ``api_key`` the
+    nodes require it and HAProxy's checks send it (``${VAR}``); ``prefixes`` run a node's
+    processes through a command (a network namespace); HAProxy's ``timeout server``."""
+
+    layout: tuple[tuple[str, str, tuple[str, ...]], ...] = LAYOUT
+    api_key: str | None = None
+    prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    server_timeout: str = "60s"
+
+
 @asynccontextmanager
-async def cluster(tmp_path: Path, api_key: str | None = None) -> AsyncIterator[Cluster]:
-    """Start everything; on exit stop it and check that no process is left. With
-    ``api_key`` the nodes require it and HAProxy's checks send it (``${VAR}``)."""
+async def cluster(
+    tmp_path: Path, api_key: str | None = None, setup: Setup | None = None
+) -> AsyncIterator[Cluster]:
+    """Start everything; on exit stop it and check that no process is left."""
+    setup = setup or Setup(api_key=api_key)
     children: list[Child] = []
     try:
-        nodes = await _start_nodes(tmp_path, children, api_key)
-        yield await _start_haproxy(tmp_path, nodes, api_key, children)
+        nodes = await _start_nodes(tmp_path, children, setup)
+        yield await _start_haproxy(tmp_path, nodes, setup, children)
     finally:
         await _stop_all(children)
 
