@@ -272,7 +272,7 @@ async def test_chaos_through_the_balancer_finds_no_violation(tmp_path: Path) -> 
     async with cluster(tmp_path) as c:
         report = tmp_path / "chaos.json"
         argv = [sys.executable, "-m", "harness.chaos", "--target", c.url]
-        argv += ["--model", "shared-ab", "--requests", "100", "--concurrency", "8"]
+        argv += ["--model", "shared-ab", "--requests", "300", "--concurrency", "16"]
         argv += ["--seed", "17", "--progress", "0", "--json", str(report)]
         chaos = spawn("chaos", argv)
         c.children.append(chaos)
@@ -281,7 +281,7 @@ async def test_chaos_through_the_balancer_finds_no_violation(tmp_path: Path) -> 
         summary = {k: data[k] for k in ("requests", "outcomes", "violation_counts", "elapsed_s")}
         report_line("chaos", **summary, dialects=sorted(data["dialects"]))
         assert code == 0, "\n".join(chaos.lines[-40:])
-        assert data["violations"] == [] and data["requests"] == 100
+        assert data["violations"] == [] and data["requests"] == 300
         served = Counter(line.split()[3] for line in c.haproxy.lines if " be_1_shared-ab/" in line)
         assert set(served) == {"be_1_shared-ab/node-a", "be_1_shared-ab/node-b"}, served
 
