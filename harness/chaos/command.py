@@ -71,8 +71,8 @@ def _fault_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--dialects",
         metavar="D,D",
-        help="request dialects to draw from: chat, completions, responses, messages, native "
-        "(default: every one the target serves, probed)",
+        help="request dialects to draw from: chat, completions, responses, messages, native, "
+        "ollama_chat, ollama_generate (default: every one the target serves, probed)",
     )
     faults.add_argument("--fakes", type=int, default=2, help="spawn: fake upstreams (2)")
     faults.add_argument(

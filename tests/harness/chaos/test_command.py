@@ -45,11 +45,6 @@ async def test_soak(tmp_path: Path) -> None:
         str(out_json),
         "--progress",
         "500",
-        # Not the Ollama dialects yet: their ping kind finds a server_core bug (the strict
-        # xfail in test_ollama_run.py). Drop this once that passes; the five below draw
-        # what the soak drew before Ollama's routes were added.
-        "--dialects",
-        "chat,completions,responses,messages,native",
     ]
     out, err, code = await getProcessOutputAndValue(
         argv[0], argv[1:], env=child_env(), reactor=reactor

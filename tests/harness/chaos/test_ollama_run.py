@@ -20,7 +20,7 @@ from twisted.web.server import Site
 
 from harness.chaos import ChaosOptions, run_chaos
 from harness.chaos.draw import generate_plans
-from harness.chaos.kinds import KINDS, OLLAMA_DIALECTS
+from harness.chaos.kinds import OLLAMA_DIALECTS
 from harness.chaos.plan import PlanSettings
 from harness.chaos.server_child import child_env
 from harness.client import DONE, ERROR_EVENT, stream_request
@@ -94,9 +94,18 @@ class ForgedDoneProxy(BadProxy):
         return json.dumps({**done, "done": True, "done_reason": "stop"}).encode() + b"\n"
 
 
+class PassingProxy(BadProxy):
+    """The same relay without the bug: server_core's endings pass as they are."""
+
+    def forged_ending(self, path: str, seen: bytes) -> bytes | None:
+        return None
+
+
 @asynccontextmanager
-async def forged_in_front_of(s: Stack) -> AsyncIterator[str]:
-    port = reactor.listenTCP(0, Site(ForgedDoneProxy(s.url)), interface="127.0.0.1")
+async def forged_in_front_of(
+    s: Stack, proxy: type[BadProxy] = ForgedDoneProxy
+) -> AsyncIterator[str]:
+    port = reactor.listenTCP(0, Site(proxy(s.url)), interface="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{port.getHost().port}"
     finally:
@@ -140,6 +149,28 @@ async def test_a_forged_done_line_is_caught_and_reproduced(tmp_path: Path) -> No
     ]
 
 
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_the_same_faults_through_an_honest_relay_have_no_violation() -> None:
+    async with stack() as s, forged_in_front_of(s, PassingProxy) as url:
+        opts = ChaosOptions(
+            target=url,
+            model="fake",
+            requests=40,
+            concurrency=4,
+            seed=5,
+            stream_ratio=1.0,
+            kinds=("clean", "close", "reset", "error"),
+            dialects=OLLAMA_DIALECTS,
+        )
+        report = await run_chaos(opts, reactor, log=lambda line: None)
+    data = report.to_json()
+    assert data["violations"] == [], report.format_text()
+    for name in OLLAMA_DIALECTS:
+        row = data["dialects"][name]
+        assert row["outcomes"]["error_event"] > 3 and row["outcomes"]["done"] > 3, row
+
+
 # -- spawn mode over the Ollama routes -----------------------------------------------------
 
 
@@ -154,9 +185,6 @@ async def test_spawn_run_over_the_ollama_routes_has_no_violation() -> None:
         header_timeout=1.5,
         delay_scale=0.5,
         dialects=OLLAMA_DIALECTS,
-        # Not ping: its stall half finds a server_core bug, pinned by the strict xfail
-        # below; drop this once that passes.
-        kinds=tuple(k for k in KINDS if k != "ping"),
     )
     report = await run_chaos(opts, reactor, log=lambda line: None)
     data = report.to_json()
@@ -174,20 +202,14 @@ async def test_spawn_run_over_the_ollama_routes_has_no_violation() -> None:
         assert row["outcomes"]["error_event"] > 5 and row["outcomes"]["http_error"] > 5, row
 
 
-# -- a server_core bug the ping kind finds ---------------------------------------------------
+# -- a server_core bug the ping kind found (fixed in e306b2a) -------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server_core bug (reported): NdjsonRelay takes upstream pings for a sign of life "
-    "until it has written a line, so a stream that stalls after llama-server's role chunk "
-    "(an event, but no line) while the upstream pings is never ended by the idle timeout. "
-    "The OpenAI relay counts pings only before the first upstream event.",
-)
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
 async def test_pings_after_the_role_chunk_do_not_hold_a_stalled_ollama_stream_open() -> None:
     # The chaos soak's request #586 (seed 2024): ping | ollama_chat | stall_after=1,ping=200ms.
+    # The role chunk is an upstream event that makes no line; pings after it are no life.
     yaml = "  upstream:\n    idle_timeout: 0.5"
     async with stack(server_yaml=yaml) as s:
         r = await stream_request(
