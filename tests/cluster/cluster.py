@@ -31,6 +31,9 @@ LAYOUT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("node-b", "127.0.0.3", ("beta", "shared-ab", "shared-bc")),
     ("node-c", "127.0.0.4", ("gamma", "shared-bc")),
 )
+# The nodes' upstream timeouts (chaos needs them to judge stalls and hangs).
+IDLE_TIMEOUT = 1.5
+HEADER_TIMEOUT = 2.5
 CHECK_INTERVAL = 0.5
 CHECK_FALL = 2
 CHECK_TIMEOUT = 1.0
@@ -186,6 +189,7 @@ def node_config(name: str, models: tuple[str, ...], fake_port: int, key: str | N
     keys = f"  api_keys: [{key}]\n" if key else ""
     return (
         f"server:\n  node_name: {name}\n  drain_timeout: 10\n  keepalive_interval: 0.5\n"
+        f"  upstream:\n    idle_timeout: {IDLE_TIMEOUT}\n    header_timeout: {HEADER_TIMEOUT}\n"
         f"{keys}external:\n{externals}"
     )
 

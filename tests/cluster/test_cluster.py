@@ -22,6 +22,8 @@ from tests.cluster.cluster import (
     CHECK_FALL,
     CHECK_INTERVAL,
     CHECK_TIMEOUT,
+    HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
     Cluster,
     Node,
     ask,
@@ -274,6 +276,7 @@ async def test_chaos_through_the_balancer_finds_no_violation(tmp_path: Path) -> 
         argv = [sys.executable, "-m", "harness.chaos", "--target", c.url]
         argv += ["--model", "shared-ab", "--requests", "300", "--concurrency", "16"]
         argv += ["--seed", "17", "--progress", "0", "--json", str(report)]
+        argv += ["--idle-timeout", str(IDLE_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT)]
         chaos = spawn("chaos", argv)
         c.children.append(chaos)
         code = await chaos.when_exited(timeout=80)
