@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from server_core._twisted_compat import abort_body_transport
 from server_core.errors import ServerCoreError, UpstreamError, internal_error, parse_error_object
-from server_core.sse.codec import Comment, SseDecoder, encode_event
+from server_core.sse.codec import encode_event
 from server_core.sse.dialects import CHAT, Frame, StreamDialect
+from server_core.sse.upstream_reader import UpstreamSseReader
 from server_core.sse.writer import Ending, SseResponse
 
 __all__ = ["ForwardedSse"]
-
-_DRAIN_GRACE = 5.0
 
 
 def _error_from_payload(payload: object, upstream: str) -> UpstreamError:
@@ -50,32 +46,12 @@ def _error_from_payload(payload: object, upstream: str) -> UpstreamError:
     )
 
 
-class _UpstreamBody(Protocol):
-    """Receives the upstream body and hands it to the relay."""
-
-    def __init__(self, relay: ForwardedSse) -> None:
-        self._relay = relay
-
-    def connectionMade(self) -> None:
-        # Agent hands a body protocol its TransportProxyProducer, an IPushProducer.
-        self._relay._upstream = cast(IPushProducer, self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        try:
-            self._relay._upstream_data(data)
-        except Exception as exc:
-            self._relay._internal_failure(exc)
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        try:
-            self._relay._upstream_lost(reason)
-        except Exception as exc:
-            self._relay._internal_failure(exc)
-
-
 @implementer(IPushProducer)
-class ForwardedSse:
-    """Relays one upstream ``text/event-stream`` response to one client request."""
+class ForwardedSse(UpstreamSseReader):
+    """Relays one upstream ``text/event-stream`` response to one client request.
+
+    The reading half (pacing, idle clock, the upstream's failures) is
+    ``UpstreamSseReader``'s; this class writes what it reads to the client."""
 
     def __init__(
         self,
@@ -96,13 +72,8 @@ class ForwardedSse:
         self._on_error = on_error
         self._on_event = on_event
         self._model_name = model_name
-        self._clock = clock
         self._upstream_name = upstream_name
-        self._idle_timeout = idle_timeout
-        self._decoder = SseDecoder()
-        self._upstream: IPushProducer | None = None  # the body transport, once delivered
-        self._idle_call: IDelayedCall | None = None
-        self._last_upstream = clock.seconds()
+        self._reader_setup(clock, idle_timeout)
         self._out = SseResponse(
             request,
             clock,
@@ -112,14 +83,11 @@ class ForwardedSse:
         )
         self.events_relayed = 0
         self._created: int | None = None
-        self._paused = False
 
     def relay(self) -> defer.Deferred[Ending]:
         """Start relaying; the Deferred fires with how the response ended."""
         self._out.begin(producer=self)
-        if self._idle_timeout:
-            self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_due)
-        self._response.deliverBody(_UpstreamBody(self))
+        self._start_reading(self._response)
         d = self._out.when_ended()
         # A cancelled handler (the client left) must not leave the upstream open.
         d.addErrback(self._cancelled)
@@ -130,43 +98,11 @@ class ForwardedSse:
         self._abort_upstream()
         return failure
 
-    # -- IPushProducer: the client's transport tells us to slow down ------------
+    # -- reading (UpstreamSseReader) ------------------------------------------------------
 
-    def pauseProducing(self) -> None:
-        # While we hold the upstream back, its silence is ours: the idle clock stops.
-        self._paused = True
-        if self._upstream is not None:
-            self._upstream.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._last_upstream = self._clock.seconds()
-        if self._upstream is not None:
-            self._upstream.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._abort_upstream()
-
-    # -- upstream side ------------------------------------------------------------
-
-    def _upstream_data(self, data: bytes) -> None:
-        if not self._out.is_open:
-            return
-        try:
-            items = self._decoder.feed(data)
-        except ValueError:
-            self._fail("sent an oversized SSE event", "malformed")
-            return
-        # Progress resets the idle clock. Before the first event, ':' pings count (a long
-        # prompt is being processed); once events flow, a server that only pings for the
-        # whole idle timeout is stuck, and the stream must end instead of hanging.
-        if self.events_relayed == 0 or not all(isinstance(i, Comment) for i in items):
-            self._last_upstream = self._clock.seconds()
-        for item in items:
-            if isinstance(item, Comment):
-                continue  # our own keep-alive serves the client
-            if not self._relay_event(item):
-                return
+    @property
+    def _open(self) -> bool:
+        return self._out.is_open
 
     def _relay_event(self, item: Any) -> bool:
         """Relay one upstream event; False once the stream has ended."""
@@ -242,28 +178,6 @@ class ForwardedSse:
             return data_str.replace(member, '"model":' + json.dumps(wanted, ensure_ascii=False))
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
-    def _upstream_lost(self, reason: Failure) -> None:
-        self._cancel_idle()
-        self._upstream = None
-        if not self._out.is_open:
-            return
-        if reason.check(ResponseDone):
-            self._fail("closed the stream before it was complete", "upstream_closed")
-        else:
-            self._fail("connection lost in the middle of the stream", "upstream_reset")
-
-    def _idle_due(self) -> None:
-        self._idle_call = None
-        if not self._out.is_open or self._idle_timeout is None:
-            return
-        if self._paused:
-            self._last_upstream = self._clock.seconds()
-        idle = self._clock.seconds() - self._last_upstream
-        if idle >= self._idle_timeout:
-            self._fail(f"sent no data for {self._idle_timeout:g} s", "stall")
-            return
-        self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
-
     # -- endings ------------------------------------------------------------------
 
     def _internal_failure(self, exc: Exception) -> None:
@@ -291,20 +205,3 @@ class ForwardedSse:
     def _finish_upstream(self) -> None:
         # After an error nothing more from upstream is wanted; free its slot now.
         self._abort_upstream()
-
-    def _drain_upstream(self) -> None:
-        # After [DONE] the body ends by itself; letting it keeps the pooled connection.
-        # An upstream that keeps the body open anyway is cut after a short grace.
-        self._cancel_idle()
-        if self._upstream is not None:
-            self._idle_call = self._clock.callLater(_DRAIN_GRACE, self._abort_upstream)
-
-    def _abort_upstream(self) -> None:
-        self._cancel_idle()
-        upstream, self._upstream = self._upstream, None
-        abort_body_transport(upstream)
-
-    def _cancel_idle(self) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None

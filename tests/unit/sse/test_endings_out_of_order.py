@@ -12,7 +12,8 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from server_core.sse.forwarded import _DRAIN_GRACE, ForwardedSse
+from server_core.sse.forwarded import ForwardedSse
+from server_core.sse.upstream_reader import DRAIN_GRACE
 from server_core.sse.writer import Ending
 from tests.unit.sse.support import Request
 from tests.unit.sse.test_forwarded import Response, assert_error_ending, chunk, events, start
@@ -41,7 +42,7 @@ def test_an_upstream_keeping_its_body_open_after_done_is_aborted_after_a_grace()
     response.send(chunk(0) + b"data: [DONE]\n\n")
     assert endings == [Ending.DONE] and request.finished == 1
     assert not response.transport._producer.aborted  # it may still end by itself
-    clock.advance(_DRAIN_GRACE)
+    clock.advance(DRAIN_GRACE)
     assert response.transport._producer.aborted, "the upstream body was left open"
     assert not clock.getDelayedCalls()
 
@@ -51,7 +52,7 @@ def test_an_upstream_closing_after_done_within_the_grace_is_kept() -> None:
     response.send(b"data: [DONE]\n\n")
     response.end()
     assert not clock.getDelayedCalls()
-    clock.advance(_DRAIN_GRACE)
+    clock.advance(DRAIN_GRACE)
     assert endings == [Ending.DONE] and not response.transport._producer.aborted
 
 
