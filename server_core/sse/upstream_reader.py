@@ -9,7 +9,8 @@ that shared half. It decodes the body into events and hands each one to the rela
   ``_fail(what, cause)`` with the relay's own words for it;
 - silence for ``idle_timeout`` is a stall. Before the first event ``:`` pings count as
   life (a long prompt is being processed); once events flow, a server that only pings
-  is stuck. Time the relay itself holds the upstream back (a slow client) never counts;
+  is stuck. Time the relay itself holds the upstream back (a slow client) never counts,
+  nor data that was waiting to be read when the timer fired (one more reactor turn);
 - a slow client pauses the upstream socket (the relay is the client's push producer); a
   relay that ends aborts the upstream at once, or after its complete ending lets the
   body end by itself for a short grace, so the pooled connection is kept.
@@ -73,6 +74,7 @@ class UpstreamSseReader:
         self._last_upstream = clock.seconds()
         self._paused = False
         self._events_read = 0
+        self._idle_confirming = False
 
     # -- what the relay provides -------------------------------------------------------
 
@@ -134,8 +136,16 @@ class UpstreamSseReader:
             self._last_upstream = self._clock.seconds()
         idle = self._clock.seconds() - self._last_upstream
         if idle >= self._idle_timeout:
+            if not self._idle_confirming:
+                # The reactor runs its timers before it reads: after the whole process
+                # was stopped (SIGSTOP, a frozen VM) the data may be waiting in the
+                # socket. Look again after one turn, once it has been read.
+                self._idle_confirming = True
+                self._idle_call = self._clock.callLater(0, self._idle_due)
+                return
             self._fail(f"sent no data for {self._idle_timeout:g} s", "stall")
             return
+        self._idle_confirming = False
         self._idle_call = self._clock.callLater(self._idle_timeout - idle, self._idle_due)
 
     # -- IPushProducer: the client's transport tells the relay to slow down ------------

@@ -13,7 +13,7 @@ from twisted.web.client import ResponseDone
 from server_core.sse import Event
 from server_core.sse.dialects import CHAT, MESSAGES, NATIVE, RESPONSES, StreamDialect
 from server_core.sse.writer import Ending
-from tests.unit.sse.test_forwarded import events, start
+from tests.unit.sse.test_forwarded import chunk, events, start
 
 
 def frame(payload: dict[str, Any], event: str | None = None) -> bytes:
@@ -253,3 +253,17 @@ def test_the_relay_names_what_broke_the_stream_once_before_the_error_is_written(
     response.end(Failure(ConnectionLost()))  # anything later is not heard again
     assert heard == [(cause, 0)]
     assert endings == [Ending.ERROR]
+
+
+def test_data_waiting_when_the_idle_timer_fires_is_read_before_the_verdict() -> None:
+    # After the whole server was stopped (SIGSTOP), the reactor runs timers before reads:
+    # the timer must look again once the waiting data has been read.
+    request, response, _, clock, endings = start(idle=30.0, keepalive=None)
+    response.send(chunk(0))
+    # At t=30 the timer fires first, then the reactor reads what was waiting.
+    clock.callLater(30.0, response.send, chunk(1))
+    clock.advance(30.0)
+    assert endings == []
+    clock.advance(29.0)
+    response.send(chunk(2) + b"data: [DONE]\n\n")
+    assert endings == [Ending.DONE]
