@@ -258,7 +258,7 @@ def test_the_relay_names_what_broke_the_stream_once_before_the_error_is_written(
 def test_data_waiting_when_the_idle_timer_fires_is_read_before_the_verdict() -> None:
     # After the whole server was stopped (SIGSTOP), the reactor runs timers before reads:
     # the timer must look again once the waiting data has been read.
-    request, response, _, clock, endings = start(idle=30.0, keepalive=None)
+    _, response, _, clock, endings = start(idle=30.0, keepalive=None)
     response.send(chunk(0))
     # At t=30 the timer fires first, then the reactor reads what was waiting.
     clock.callLater(30.0, response.send, chunk(1))
