@@ -225,6 +225,7 @@ def test_the_model_is_the_name_the_client_asked_for_in_every_dialect(
         ("close", "upstream_closed"),
         ("stall", "stall"),
         ("malformed", "malformed"),
+        ("oversized", "malformed"),
         ("error", "upstream_error"),
     ],
 )
@@ -248,6 +249,8 @@ def test_the_relay_names_what_broke_the_stream_once_before_the_error_is_written(
         clock.advance(31.0)
     elif act == "malformed":
         response.send(b"data: {nope\n\n")
+    elif act == "oversized":
+        response.send(b"data: " + b"x" * (1 << 21))  # past the decoder's line limit
     else:
         response.send(frame({"error": {"message": "kv full"}}))
     response.end(Failure(ConnectionLost()))  # anything later is not heard again
