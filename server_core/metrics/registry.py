@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
@@ -229,11 +234,19 @@ class ServerMetrics:
         queued = GaugeMetricFamily(
             "server_core_model_queued", "Requests waiting for a lease.", labels=["alias"]
         )
+        misses = CounterMetricFamily(
+            "server_core_model_probe_failures",
+            "/health probes the running server missed (from zero at each start).",
+            labels=["alias"],
+        )
         for row in rows:
             in_flight.add_metric([row["alias"]], row.get("in_flight") or 0)
             queued.add_metric([row["alias"]], row.get("waiting") or 0)
+            if "probe_misses" in row:
+                misses.add_metric([row["alias"]], row["probe_misses"])
         yield in_flight
         yield queued
+        yield misses
         yield self._gap_family()
         if self._status is None:
             return

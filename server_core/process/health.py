@@ -185,6 +185,7 @@ class LivenessProbe:
         self._on_dead = on_dead
         self._alias = alias
         self.missed = 0  # consecutive misses so far
+        self.missed_total = 0  # every miss of this probe (``/running``, the metrics)
         self._over = False
         self._in_flight: Deferred[int | None] | None = None
         self._next: IDelayedCall | None = clock.callLater(interval, self._ask)
@@ -233,6 +234,7 @@ class LivenessProbe:
     def _count_miss(self, status: int | None) -> bool:
         """Count a miss; True when it was the last one allowed (``on_dead`` called)."""
         self.missed += 1
+        self.missed_total += 1
         what = f"no answer within {self._timeout:g} s" if status is None else f"status {status}"
         log.warn(
             "[{alias}] /health: {what} ({n} of {misses} allowed misses)",

@@ -47,6 +47,7 @@ def slot_row(
     proc: Any = slot.process
     started_at = getattr(proc, "started_at", None)
     template = slot.template
+    probe = getattr(getattr(proc, "phase", None), "liveness", None)
     return {
         "alias": slot.name,
         "state": "draining" if slot.draining else str(proc.state),
@@ -58,6 +59,8 @@ def slot_row(
         "last_error": last_error,
         "chat_template": template.status if template else None,
         "chat_template_detail": template.detail if template else None,
+        # /health probes this server missed since it became ready (its liveness probe).
+        "probe_misses": getattr(probe, "missed_total", 0),
         **columns,
     }
 

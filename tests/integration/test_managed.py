@@ -238,6 +238,7 @@ async def test_admin_running_unload_and_logs(tmp_path: Path) -> None:
         running = await stream_request(m.url + "/running", None, method="GET", timeout=5)
         (entry,) = running.json_body["data"]
         assert entry["alias"] == "a" and entry["state"] == "ready" and entry["in_flight"] == 0
+        assert entry["probe_misses"] == 0  # a healthy child answers every /health probe
         logs = await stream_request(m.url + "/logs/a", None, method="GET", timeout=5)
         assert any("listening on" in line for line in logs.json_body["lines"])
         unknown = await stream_request(m.url + "/logs/zzz", None, method="GET", timeout=5)

@@ -56,3 +56,23 @@ def test_one_event_is_no_gap() -> None:
     gaps = GapCounts()
     gaps.event_at(3.0)
     assert gaps.observed == 0 and gaps.total == 0.0
+
+
+def test_probe_failures_are_read_from_the_running_rows_at_scrape_time() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    from twisted.internet.task import Clock
+
+    from server_core.metrics import ServerMetrics
+    from server_core.metrics.state import ModelStatus
+
+    metrics = ServerMetrics(Clock())
+    rows = [{"alias": "a", "in_flight": 0, "waiting": 0, "probe_misses": 2},
+            {"alias": "queued-one", "in_flight": 0, "waiting": 1}]  # fmt: skip
+    metrics.watch(ModelStatus(metrics, Clock(), ["a"]), lambda: rows)
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert found[("server_core_model_probe_failures_total", (("alias", "a"),))] == 2
+    assert ("server_core_model_probe_failures_total", (("alias", "queued-one"),)) not in found

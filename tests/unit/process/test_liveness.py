@@ -66,6 +66,18 @@ def test_a_slow_answer_is_forgiven_and_a_200_resets_the_count() -> None:
     assert verdicts == ["stopped answering /health (3 probes in a row: no answer within 2 s)"]
 
 
+def test_every_miss_is_counted_even_the_forgiven_ones() -> None:
+    clock = task.Clock()
+    health = FakeHealth()
+    verdicts: list[str] = []
+    p = probe(clock, health, verdicts)
+    for status in (None, 200, 503, None, 200):
+        clock.advance(3.0)
+        health.answer(status)
+    assert (p.missed, p.missed_total) == (0, 3)  # in a row: none now; in all: three
+    assert verdicts == []
+
+
 def test_probes_never_overlap() -> None:
     clock = task.Clock()
     health = FakeHealth()
