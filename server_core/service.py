@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from server_core.admin import AdminApi
 from server_core.aliases import LocalAlias
 from server_core.config import DEFAULT_EXECUTABLE, Config
+from server_core.config.endpoints import with_backlog
 from server_core.config.exposure import (
     allowed_hosts,
     listen_address,
@@ -223,7 +224,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
     drain.setServiceParent(top)
     if loader is not None and config.llama.preload:
         PreloadService(loader, config.llama.preload).setServiceParent(top)
-    Listener(serverFromString(reactor, listen), site).setServiceParent(top)
+    Listener(serverFromString(reactor, with_backlog(listen)), site).setServiceParent(top)
     top.routes = routes  # type: ignore[attr-defined]
     top.metrics = metrics  # type: ignore[attr-defined]
     top.site = site  # type: ignore[attr-defined]

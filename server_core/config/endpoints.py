@@ -12,7 +12,13 @@ from typing import TypeGuard
 
 from twisted.internet.endpoints import serverFromString
 
-__all__ = ["ENDPOINT_EXAMPLE", "endpoint_problem", "looks_like_endpoint"]
+__all__ = [
+    "ENDPOINT_EXAMPLE",
+    "LISTEN_BACKLOG",
+    "endpoint_problem",
+    "looks_like_endpoint",
+    "with_backlog",
+]
 
 ENDPOINT_EXAMPLE = "'tcp:1135:interface=127.0.0.1'"
 """A description to show next to "expected a Twisted endpoint string"."""
@@ -34,3 +40,18 @@ def endpoint_problem(description: str) -> str | None:
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         return str(exc)
     return None
+
+
+LISTEN_BACKLOG = 1024
+"""Pending connections the kernel queues for a TCP listener (Twisted's default is 50).
+
+A burst of 64 new streams overflowed 50: the kernel dropped SYNs and those clients waited
+a second for the retransmit. The kernel caps the value at ``net.core.somaxconn``."""
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """A ``tcp:``/``tcp6:`` description with ``backlog=`` (unless it sets one already)."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in ("tcp", "tcp6") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"

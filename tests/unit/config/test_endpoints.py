@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server_core.config.endpoints import endpoint_problem, looks_like_endpoint
+from server_core.config.endpoints import endpoint_problem, looks_like_endpoint, with_backlog
 from tests.unit.config.support import assert_error_at_marked_line
 
 
@@ -64,3 +64,17 @@ ERRORS: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("text", "message"), ERRORS, ids=[m for _, m in ERRORS])
 def test_error_names_file_and_line(base: Path, text: str, message: str) -> None:
     assert_error_at_marked_line(base, text, message)
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:1135:interface=127.0.0.1", "tcp:1135:interface=127.0.0.1:backlog=1024"),
+        ("tcp6:1135:interface=\\:\\:1", "tcp6:1135:interface=\\:\\:1:backlog=1024"),
+        ("tcp:1135:backlog=5", "tcp:1135:backlog=5"),  # the operator's own wins
+        ("unix:/run/sc.sock", "unix:/run/sc.sock"),  # not TCP: left as it is
+    ],
+)
+def test_tcp_listeners_get_a_backlog_a_burst_fits_in(description: str, expected: str) -> None:
+    assert with_backlog(description) == expected
+    assert endpoint_problem(with_backlog(description)) is None
