@@ -21,7 +21,13 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from server_core._twisted_compat import request_disconnected
 from server_core.admin import AdminApi
 from server_core.config.settings import OllamaSettings
-from server_core.errors import AliasNotFound, ServerCoreError, error_body, internal_error
+from server_core.errors import (
+    AliasNotFound,
+    ServerCoreError,
+    error_body,
+    internal_error,
+)
+from server_core.errors import NotFound as RouteNotFound
 from server_core.interfaces import IRouterState
 from server_core.metrics import ServerMetrics
 from server_core.validation import (
@@ -37,7 +43,12 @@ from server_core.web.admin_routes import AdminRoutes
 from server_core.web.auth import ApiKeyCheck
 from server_core.web.drain import InFlight, shutting_down
 from server_core.web.native_routes import NATIVE_GET, NATIVE_POST, query_model
-from server_core.web.ollama_routes import OLLAMA_ROUTES, OllamaRoutes, ollama_handler
+from server_core.web.ollama_routes import (
+    OLLAMA_ROUTES,
+    OllamaRoutes,
+    ollama_handler,
+    write_ollama_error,
+)
 from server_core.web.responses import (
     JSON,
     send_error,
@@ -134,20 +145,21 @@ class OpenAIRoutes:
     # -- errors Klein itself would render as HTML ------------------------------
 
     @app.handle_errors(NotFound)
-    def _not_found(self, request: Any, failure: Failure) -> bytes:
+    def _not_found(self, request: Any, failure: Failure) -> bytes | None:
         path = request.path.decode("utf-8", "replace")[:200]
+        if path.startswith("/api/"):  # Ollama's clients read only Ollama's shape
+            return write_ollama_error(request, RouteNotFound(f"Unknown route: {path}"))
         return send_error(
             request, 404, error_body(f"Unknown route: {path}", "not_found_error", "not_found")
         )
 
     @app.handle_errors(MethodNotAllowed)
-    def _bad_method(self, request: Any, failure: Failure) -> bytes:
+    def _bad_method(self, request: Any, failure: Failure) -> bytes | None:
         method = request.method.decode("ascii", "replace")
-        body = error_body(
-            f"Method {method} is not allowed on this route.",
-            "invalid_request_error",
-            "method_not_allowed",
-        )
+        message = f"Method {method} is not allowed on this route."
+        if request.path.startswith(b"/api/"):
+            return write_ollama_error(request, ServerCoreError(message, status=405))
+        body = error_body(message, "invalid_request_error", "method_not_allowed")
         return send_error(request, 405, body)
 
     @app.handle_errors(Exception)

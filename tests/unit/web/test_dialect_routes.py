@@ -161,3 +161,14 @@ def test_count_tokens_accepts_a_messages_body() -> None:
     body = {k: v for k, v in MESSAGES_OK.items() if k != "max_tokens"}
     status, payload = call(stub, "POST", "/v1/messages/count_tokens", body)
     assert status == 200 and payload == {"input_tokens": 9}
+
+
+def test_ollama_paths_answer_unknown_routes_and_methods_in_ollamas_shape() -> None:
+    stub, _ = make()
+    status, payload = call(stub, "GET", "/api/nonsense")
+    assert status == 404 and set(payload) == {"error"} and "/api/nonsense" in payload["error"]
+    status, payload = call(stub, "GET", "/api/chat")
+    assert status == 405 and set(payload) == {"error"} and "GET" in payload["error"]
+    # The OpenAI routes keep OpenAI's shape.
+    status, payload = call(stub, "GET", "/v1/chat/completions")
+    assert status == 405 and assert_openai_error(payload)["code"] == "method_not_allowed"
