@@ -82,6 +82,7 @@ def start(**kw: Any) -> tuple[Request, Response, ForwardedSse, Clock, list[Endin
         dialect=kw.get("dialect", CHAT),
         model_name=kw.get("model_name"),
         on_error=kw.get("on_error"),
+        on_event=kw.get("on_event"),
     )
     endings: list[Ending] = []
     relay.relay().addCallback(endings.append)
