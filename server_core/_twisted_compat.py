@@ -13,7 +13,6 @@ and ``ResponseNeverReceived`` are exported by ``twisted.web.client``;
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
@@ -66,19 +65,9 @@ class ReturnCheckingPool(HTTPConnectionPool):
     its response has been read; a subclass decides here, in public, whether to keep it.
     """
 
-    last_was_cached = False
-    """Whether the latest ``getConnection`` handed out a kept (keep-alive) connection:
-    ``Agent.request`` calls it synchronously, so the caller reads this right after."""
-
     def reusable(self, connection: HTTP11ClientProtocol) -> bool:
         """Whether ``connection`` (its response fully read) may carry another request."""
         return True
-
-    def getConnection(self, key: Hashable, endpoint: Any) -> Any:
-        # ``_connections`` holds the idle connections by key; getConnection takes one
-        # of them when there is one (twisted.web.client.HTTPConnectionPool).
-        self.last_was_cached = bool(self._connections.get(key))
-        return super().getConnection(key, endpoint)
 
     def _putConnection(self, key: Hashable, connection: HTTP11ClientProtocol) -> None:
         if self.reusable(connection):

@@ -63,19 +63,17 @@ class _BytesProducer:
         pass
 
 
-def _stale_connection(exc: BaseException, *, reused: bool) -> bool:
+def _stale_connection(exc: BaseException) -> bool:
     """The request died on a connection the upstream had closed before reading it.
 
     Not sent or not fully transmitted: the upstream cannot have a whole request. No
-    response byte and a clean close (FIN, no reset) on a *kept-alive* connection: what a
-    server does to an idle keep-alive connection (llama-server closes them after a few
-    requests). A fresh connection closed so was read by a server that then died: never
-    sent again. (A server killed while it generates for a request on a kept-alive
-    connection also closes with a FIN; that retry meets a dead port, refused.)
+    response byte and a clean close (FIN, no reset): what a server does to an idle
+    keep-alive connection (llama-server closes them after a few requests), not what
+    a crash looks like (reset, or a refused retry).
     """
     if isinstance(exc, RequestNotSent | RequestTransmissionFailed):
         return True
-    if isinstance(exc, ResponseNeverReceived) and reused:
+    if isinstance(exc, ResponseNeverReceived):
         reasons = [getattr(r, "value", None) for r in getattr(exc, "reasons", [])]
         return bool(reasons) and all(isinstance(r, ConnectionDone) for r in reasons)
     return False
@@ -113,11 +111,6 @@ class UpstreamClient:
             )
         )
         self._urls: dict[str, bytes] = {}
-
-    @property
-    def pool(self) -> UpstreamPool:
-        """The connection pool (``last_was_cached`` tells whether a request reused one)."""
-        return self._pool
 
     async def post_json(
         self,
@@ -181,13 +174,10 @@ class UpstreamClient:
     ) -> IResponse:
         """One request with the stale keep-alive retry; failures mapped for the client."""
         try:
-            first = defer.ensureDeferred(self._attempt(method, url, headers, payload))
-            # Agent took its connection synchronously: was it a kept-alive one?
-            reused = self._pool.last_was_cached
             try:
-                return await first
+                return await self._attempt(method, url, headers, payload)
             except (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived) as exc:
-                if not _stale_connection(exc, reused=reused):
+                if not _stale_connection(exc):
                     raise
                 # A pooled keep-alive connection the upstream had already closed: it never
                 # read this request. One retry; the pool has dropped the closed connection.

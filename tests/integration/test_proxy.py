@@ -291,34 +291,3 @@ async def test_external_replies_carry_the_model_name_the_client_asked_for() -> N
         whole = await post(s.url, chat_body(stream=False))
         assert whole.status == 200 and whole.json_body["model"] == "fake"
         assert whole.text == direct.text
-
-
-class ReadsThenDies(Protocol):
-    """Reads a whole request, then closes with a FIN and no answer: a server that died
-    while it worked on the request (a killed process's sockets close so)."""
-
-    received = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if b"\r\n\r\n" in data or self.received:
-            ReadsThenDies.received += 1
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_request_read_on_a_fresh_connection_is_never_sent_twice() -> None:
-    from server_core.service import make_service
-    from tests.integration.stack import config_for
-
-    upstream = reactor.listenTCP(0, Factory.forProtocol(ReadsThenDies), interface="127.0.0.1")
-    service = make_service(config_for(f"http://127.0.0.1:{upstream.getHost().port}"), reactor)
-    listener = list(service)[-1]
-    service.startService()
-    port = (await listener.when_listening).getHost().port
-    try:
-        result = await post(f"http://127.0.0.1:{port}", chat_body(stream=False))
-        assert result.outcome == "http_error" and result.status == 502, result.summary()
-        assert ReadsThenDies.received == 1
-    finally:
-        await service.stopService()
-        await upstream.stopListening()

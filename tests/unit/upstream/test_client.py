@@ -129,27 +129,8 @@ def test_get_asks_for_json_and_encodes_an_idna_host() -> None:
 )
 def test_a_stale_keepalive_connection_is_retried_once(stale: BaseException) -> None:
     client, agent, _ = client_on(stale, RESPONSE)
-    client.pool.last_was_cached = True  # the request went out on a kept-alive connection
     assert result_of(post(client)) is RESPONSE
     assert len(agent.sent) == 2 and agent.sent[0]["body"] == agent.sent[1]["body"]
-
-
-def test_a_clean_close_of_a_fresh_connection_is_not_retried() -> None:
-    # A new connection closed without an answer: the server read the request and died.
-    client, agent, _ = client_on(closed(ConnectionDone()), RESPONSE)
-    client.pool.last_was_cached = False
-    error = failure_of(post(client))
-    assert isinstance(error, UpstreamError) and error.status == 502
-    assert len(agent.sent) == 1
-
-
-@pytest.mark.parametrize("unsent", [RequestNotSent(), RequestTransmissionFailed([])])
-def test_a_request_that_never_fully_left_is_retried_on_any_connection(
-    unsent: BaseException,
-) -> None:
-    client, agent, _ = client_on(unsent, RESPONSE)
-    client.pool.last_was_cached = False
-    assert result_of(post(client)) is RESPONSE and len(agent.sent) == 2
 
 
 def test_a_second_unsent_request_is_not_retried_again() -> None:
