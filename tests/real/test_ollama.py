@@ -267,12 +267,12 @@ async def test_llama_server_killed_during_a_whole_answer_is_a_502_and_a_restart(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="UpstreamClient._request still sends a POST again when a KEPT-ALIVE connection "
-    "closed with a FIN before any response byte (taken for an idle keep-alive close); a "
-    "SIGKILLed llama-server that was generating for it closes with a FIN too, so the retry "
-    "goes out, into the dead port (refused). A fresh connection is no longer retried "
-    "(tests/integration/test_proxy.py); telling the two apart on a kept-alive one needs "
-    "more than TCP shows",
+    reason="UpstreamClient._request sends a POST again when its connection closed with a "
+    "FIN before any response byte (taken for an idle keep-alive close, or an overloaded "
+    "llama-server refusing a connection); a SIGKILLed llama-server that was generating "
+    "for it closes with a FIN too, so the retry goes out, into the dead port (refused). "
+    "Retrying only kept-alive connections made an overloaded real llama-server's refusals "
+    "502s (tests/real/test_scheduler.py); telling the cases apart needs more than TCP shows",
 )
 @pytest_twisted.ensureDeferred
 async def test_a_request_llama_server_was_generating_for_is_not_sent_again_when_it_dies(
