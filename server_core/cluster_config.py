@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,15 +334,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterConfigError as error:
         print(f"{args.description}: {error}", file=sys.stderr)
         return 2
-    if args.output is None:
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+    else:
         sys.stdout.write(text)
+    if not args.check:
         return 0
-    args.output.write_text(text, encoding="utf-8")
-    if args.check:
-        valid, output = check_with_haproxy(args.output)
-        print(output, file=sys.stderr)
-        return 0 if valid else 1
-    return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        checked = args.output or Path(scratch) / "haproxy.cfg"
+        checked.write_text(text, encoding="utf-8")
+        valid, output = check_with_haproxy(checked)
+    print(output, file=sys.stderr)
+    return 0 if valid else 1
 
 
 if __name__ == "__main__":
