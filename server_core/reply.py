@@ -9,7 +9,12 @@ that reads upstream bodies. Each of the three honest endings is decided here:
   502 instead of a broken document behind a 200;
 - an event stream is relayed by ``ForwardedSse``, which ends it exactly once.
 
+A stream request that waited long for its model to start may have been committed to its
+stream already (``prelude``: ``sse.loading``): then there is no status left to send, and
+an upstream error status or a whole JSON answer ends that stream with one error event.
+
 Replies carry the model name the client asked for, whatever the upstream calls it.
+``respond_via`` is the whole of one answer: forward, deliver, release the lease.
 
 The ``/upstream/{alias}/...`` pass-through is the exception that proves the rule: its
 reply is relayed raw (status, headers, body bytes as they arrive, paced by the client),
@@ -20,6 +25,7 @@ completed by us after the upstream failed to.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet import defer
@@ -28,6 +34,7 @@ from twisted.internet.protocol import Protocol as BodyProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
@@ -35,11 +42,13 @@ from server_core._twisted_compat import abort_body_transport
 from server_core.errors import UpstreamError, internal_error, normalize_upstream_error
 from server_core.metrics import cause_of, record_of
 from server_core.sse import ForwardedSse
-from server_core.sse.dialects import CHAT
+from server_core.sse.dialects import CHAT, StreamDialect
+from server_core.sse.loading import START_GRACE, LoadingPrelude
 from server_core.upstream import BodyIncomplete, read_complete_body
 from server_core.upstream.headers import HOP_BY_HOP
+from server_core.validation import missing_model
 
-__all__ = ["ReplyDelivery", "ReplyTracker"]
+__all__ = ["Forward", "ReplyDelivery", "ReplyTracker", "respond_via"]
 
 _T = TypeVar("_T")
 _JSON = b"application/json"
@@ -71,10 +80,38 @@ class ReplyDelivery:
         *,
         keepalive_interval: float | None = 15.0,
         idle_timeout: float | None = 300.0,
+        start_grace: float | None = START_GRACE,
     ) -> None:
         self._clock = clock
         self._keepalive = keepalive_interval
         self._idle_timeout = idle_timeout
+        self._start_grace = start_grace
+
+    def prelude(self, request: Request, dialect: StreamDialect) -> LoadingPrelude | None:
+        """What comments on a stream request's long wait for its model (``sse.loading``);
+        None when this delivery never commits early (``start_grace=None``)."""
+        if self._start_grace is None:
+            return None
+        record = record_of(request)
+        on_commit = on_error = None
+        if record is not None:
+
+            def on_commit(model: str | None, alias: str) -> None:
+                record.served(model, alias)
+                record.stream = True
+                request.setHeader(b"x-served-by", record.served_by)
+
+            def on_error(error: Any, cause: str) -> None:
+                record.error_event(cause)
+
+        return LoadingPrelude(
+            request,
+            self._clock,
+            dialect=dialect,
+            grace=self._start_grace,
+            on_commit=on_commit,
+            on_error=on_error,
+        )
 
     async def deliver(self, request: Request, reply: Any, tracker: ReplyTracker) -> bytes | None:
         """The body to return for a JSON answer, or None once a stream has ended."""
@@ -83,8 +120,9 @@ class ReplyDelivery:
         if record is not None:
             record.served(reply.model_name, getattr(reply, "alias", None) or reply.upstream_name)
             request.setHeader(b"x-served-by", record.served_by)
+        committed = bool(getattr(request, "startedWriting", False))
         if not 200 <= response.code < 300:
-            if record is not None:
+            if record is not None and not committed:
                 record.upstream_refused()
             raise await self._upstream_error(reply, tracker)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
@@ -92,6 +130,9 @@ class ReplyDelivery:
             await self._relay(request, reply, tracker)
             return None
         raw = await self._whole_json(reply, tracker, record)
+        if committed:
+            # Read (so the upstream connection is left clean), but a stream is open.
+            raise UpstreamError(f"{reply.upstream_name} answered a stream with a whole body")
         request.setResponseCode(response.code)
         request.setHeader(b"content-type", _JSON)
         return raw
@@ -181,6 +222,48 @@ class ReplyDelivery:
         return read_complete_body(
             response, limit=limit, idle_timeout=self._idle_timeout, clock=self._clock
         )
+
+
+Forward = Callable[[str, dict[str, Any], Headers | None], Any]
+"""How ``respond_via`` gets the reply: ``(endpoint, body, client headers) -> UpstreamReply``."""
+
+
+async def respond_via(
+    forward: Forward,
+    delivery: ReplyDelivery,
+    request: Request,
+    endpoint: str,
+    body: dict[str, Any],
+    tracker: ReplyTracker,
+    *,
+    prelude: LoadingPrelude | None = None,
+) -> bytes | None:
+    """Forward, deliver the reply, and release its lease once the response has ended.
+
+    ``prelude`` comments on a long wait for the model (``sse.loading``); once it has
+    committed to the stream, every failure ends that stream with one error event.
+    """
+    if body.get("model") is None:
+        raise missing_model()  # and no default model filled it in
+    replied = False
+    try:
+        reply = await tracker.waiting(
+            defer.ensureDeferred(forward(endpoint, body, request.requestHeaders))
+        )
+        replied = True
+        if prelude is not None:
+            prelude.stop()
+        try:
+            return await delivery.deliver(request, reply, tracker)
+        finally:
+            reply.release()
+    except Exception as exc:
+        if prelude is None or not prelude.committed:
+            raise
+        prelude.fail(exc, replied=replied)
+        if isinstance(exc, defer.CancelledError):
+            raise
+        return None
 
 
 class _RawBody(BodyProtocol):

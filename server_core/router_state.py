@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
@@ -27,8 +28,9 @@ from zope.interface import implementer
 from server_core.aliases import LocalAlias, RemoteTarget, merge_request_params
 from server_core.errors import BadRequest, ContextError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
-from server_core.reply import ReplyDelivery, ReplyTracker
+from server_core.reply import ReplyDelivery, ReplyTracker, respond_via
 from server_core.sse.dialects import CHAT, MESSAGES, NATIVE, RESPONSES, StreamDialect
+from server_core.sse.loading import LoadingPrelude
 from server_core.template_check import ChatTemplateBroken
 from server_core.upstream import UpstreamClient
 from server_core.validation import missing_model
@@ -60,8 +62,6 @@ class UpstreamReply:
         release()
 
 
-Forward = Callable[[str, dict[str, Any], Headers | None], Any]
-
 # Native routes that generate: alias request_params apply, and their streams end with the
 # event carrying ``"stop": true`` (llama-server's /completion stream has no [DONE]).
 _NATIVE_GENERATION = frozenset({"/completion", "/completions", "/infill"})
@@ -73,6 +73,8 @@ _OPENAI_UNPREFIXED = frozenset({"/completions", "/embeddings"})
 _DIALECTS: dict[str, StreamDialect] = {"/responses": RESPONSES, "/messages": MESSAGES}
 # Endpoints whose prompt is built by the chat template: refused when it is broken.
 _TEMPLATED = frozenset({"/chat/completions", "/responses", "/messages"})
+# Endpoints whose ``"stream": true`` is an SSE stream (Ollama's NDJSON is not one of them).
+_SSE_STREAMS = frozenset({"/chat/completions", "/completions", "/responses", "/messages"})
 
 
 def _dialect(endpoint: str, native: _Native | None) -> StreamDialect:
@@ -88,26 +90,6 @@ class _Native:
     path: str
     method: str = "POST"
     query: bytes = b""
-
-
-async def respond_via(
-    forward: Forward,
-    delivery: ReplyDelivery,
-    request: Request,
-    endpoint: str,
-    body: dict[str, Any],
-    tracker: ReplyTracker,
-) -> bytes | None:
-    """Forward, deliver the reply, and release its lease once the response has ended."""
-    if body.get("model") is None:
-        raise missing_model()  # and no default model filled it in
-    reply = await tracker.waiting(
-        defer.ensureDeferred(forward(endpoint, body, request.requestHeaders))
-    )
-    try:
-        return await delivery.deliver(request, reply, tracker)
-    finally:
-        reply.release()
 
 
 @implementer(IRouterState)
@@ -130,13 +112,11 @@ class DefaultRouterState:
         self, request: Request, endpoint: str, body: dict[str, Any], tracker: ReplyTracker
     ) -> bytes | None:
         """Answer ``request`` with what ``endpoint`` of its model's server replies."""
+        body = self.with_model(body)
+        prelude = self._prelude(request, body, endpoint in _SSE_STREAMS, _dialect(endpoint, None))
+        forward = partial(self._forward, native=None, prelude=prelude)
         return await respond_via(
-            self.forward,
-            self._delivery_or_fail(),
-            request,
-            endpoint,
-            self.with_model(body),
-            tracker,
+            forward, self._delivery_or_fail(), request, endpoint, body, tracker, prelude=prelude
         )
 
     async def respond_native(
@@ -150,13 +130,24 @@ class DefaultRouterState:
     ) -> bytes | None:
         """Answer ``request`` with what llama-server's own ``path`` replies (see module doc)."""
         native = _Native(path, method, _query(request))
+        body = self.with_model(body)
+        streams = path in _NATIVE_GENERATION
+        prelude = self._prelude(request, body, streams, _dialect(path, native))
 
         def forward(_: str, outgoing: dict[str, Any], headers: Headers | None) -> Any:
-            return self._forward(native.path, outgoing, headers, native)
+            return self._forward(native.path, outgoing, headers, native, prelude)
 
         return await respond_via(
-            forward, self._delivery_or_fail(), request, path, self.with_model(body), tracker
+            forward, self._delivery_or_fail(), request, path, body, tracker, prelude=prelude
         )
+
+    def _prelude(
+        self, request: Request, body: dict[str, Any], streams: bool, dialect: StreamDialect
+    ) -> LoadingPrelude | None:
+        """Comments for a long wait on the model, for a request whose answer is SSE."""
+        if not streams or body.get("stream") is not True:
+            return None
+        return self._delivery_or_fail().prelude(request, dialect)
 
     async def respond_raw(
         self, request: Request, model: str, path: str, body: bytes | None, tracker: ReplyTracker
@@ -199,13 +190,23 @@ class DefaultRouterState:
             upstream_name=f"model '{name}'",
         )
 
-    def _lease(self, target: LocalAlias) -> defer.Deferred[Any]:
-        if self._context is None:
+    def _lease(
+        self, target: LocalAlias, prelude: LoadingPrelude | None = None, model: str | None = None
+    ) -> defer.Deferred[Any]:
+        context = self._context
+        if context is None:
             raise ContextError(
                 f"The model '{target.name}' runs on a managed llama-server, and this server "
                 "has no llama-server executable configured (llama_server.executable)."
             )
-        lease: defer.Deferred[Any] = self._context.acquire(target)
+        lease: defer.Deferred[Any] = context.acquire(target)
+        if prelude is not None:
+
+            def state() -> str | None:
+                process = context.process_for(target.name)
+                return None if process is None else str(process.state)
+
+            lease = prelude.watch(lease, target.name, model=model, progress=state)
         return lease
 
     def with_model(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +241,12 @@ class DefaultRouterState:
         return await self._forward(endpoint, self.with_model(body), headers, None)
 
     async def _forward(
-        self, endpoint: str, body: dict[str, Any], headers: Headers | None, native: _Native | None
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        headers: Headers | None,
+        native: _Native | None,
+        prelude: LoadingPrelude | None = None,
     ) -> UpstreamReply:
         if body.get("model") is None:
             raise missing_model()
@@ -258,7 +264,7 @@ class DefaultRouterState:
                 response, name, model_name=wanted, alias=target.name, dialect=dialect
             )
         assert isinstance(target, LocalAlias)
-        lease: Any = await self._lease(target)
+        lease: Any = await self._lease(target, prelude, wanted)
         if endpoint in _TEMPLATED and native is None and lease.chat_template_error:
             lease.release()
             raise ChatTemplateBroken(target.name)

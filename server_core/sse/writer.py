@@ -22,7 +22,14 @@ from server_core.errors import ServerCoreError
 from server_core.sse.codec import DONE_FRAME, encode_comment
 from server_core.sse.dialects import CHAT, StreamDialect
 
-__all__ = ["KEEPALIVE_FRAME", "Ending", "SseResponse", "dialect_error_event", "error_event"]
+__all__ = [
+    "KEEPALIVE_FRAME",
+    "Ending",
+    "SseResponse",
+    "dialect_error_event",
+    "error_event",
+    "start_event_stream",
+]
 
 log = Logger()
 
@@ -56,6 +63,18 @@ def dialect_error_event(dialect: StreamDialect, error: ServerCoreError, sequence
     )
 
 
+def start_event_stream(request: Request) -> None:
+    """Send a 200 with the event-stream headers now, unless the response has begun."""
+    if getattr(request, "startedWriting", False):
+        return
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"x-accel-buffering", b"no")
+    # An empty write flushes the headers so the client sees them at once.
+    request.write(b"")
+
+
 class SseResponse:
     """Writes SSE frames to one request and ends it exactly once.
 
@@ -87,17 +106,16 @@ class SseResponse:
     # -- lifecycle ---------------------------------------------------------------
 
     def begin(self, producer: IPushProducer | None = None) -> None:
-        """Send the status line and headers now (first byte to the client)."""
+        """Send the status line and headers now (first byte to the client).
+
+        On a response already begun (``loading.LoadingPrelude`` committed it while the
+        model started) no header goes out again: this writer takes the stream over.
+        """
         req = self._request
-        req.setResponseCode(200)
-        req.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        req.setHeader(b"cache-control", b"no-cache")
-        req.setHeader(b"x-accel-buffering", b"no")
+        start_event_stream(req)
         req.notifyFinish().addErrback(self._client_gone)
         if producer is not None:
             req.registerProducer(producer, True)
-        # An empty write flushes the headers so the client sees them at once.
-        req.write(b"")
         if self._interval is not None:
             self._keepalive = self._clock.callLater(self._interval, self._keepalive_due)
 
