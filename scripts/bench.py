@@ -1,19 +1,29 @@
 #!/usr/bin/env python3
-"""Benchmark: server_core vs a direct connection to the same fake llama-server.
+"""Benchmark: server_core beside its peers, all in front of the same fake llama-server.
 
-Starts ``fake-llama-server`` (token delay, e.g. 20 ms x 64 tokens) and
-``twistd -n server-core`` in front of it as child processes, then for each
-concurrency level runs the same streams direct and through server_core, in the
-same run, and prints what server_core adds:
+Starts ``fake-llama-server`` (e.g. 20 ms per token) and, in front of it, server_core
+(``twistd -n server-core``), nginx (Debian's, ``proxy_buffering off``), the LiteLLM proxy
+(``litellm[proxy]``, tox env ``bench``) and a raw-Twisted byte pass-through (the floor,
+``scripts/bench_floor.py``); see ``scripts/bench_peers.py``. A peer that cannot run here is
+reported as "not available: <why>". Rounds are interleaved (direct, server_core, nginx,
+litellm, floor, then again), each peer's round runs in a fresh client process, and every
+figure is the median over rounds (default 5) of that round's value, a difference or
+ratio to direct taken within the same round:
 
-- time to first token p50/p99 (proxied minus direct; levels under 16 streams run
-  several rounds so every percentile rests on at least 16 streams),
-- inter-event gap p50/p99 (proxied minus direct),
-- server_core CPU microseconds per relayed event (from /proc),
-- server_core RSS per open stream (RSS with N streams open minus idle RSS, / N).
+- server CPU per 1-token stream at c=16, and per relayed event at c=16: the difference
+  between 64-token and 1-token streams, (cpu64 - cpu1) / (events64 - events1) per
+  stream; CPU is the proxy's whole process tree (nginx master and worker, LiteLLM and any
+  children), from ``/proc/<pid>/task/*/schedstat`` (nanoseconds; ``--cpu-source stat``
+  reads utime+stime from ``/proc/<pid>/stat``, 10 ms ticks, too coarse for nginx);
+- added TTFT p50/p99 at c=1, and in bursts of 1/16/64/256 streams started at once and in
+  a staggered variant (stream i starts at i x ``--stagger`` ms);
+- non-stream requests/s at c=16, as a ratio to direct;
+- KiB per open stream: (RSS of the tree with N streams open - idle RSS) / N.
 
-Usage: python scripts/bench.py [--levels 1,16,64,128] [--tokens 64] [--token-delay 20]
-                               [--json]
+It prints markdown tables and writes a PNG of the TTFT and inter-event gap distributions.
+
+Usage: python scripts/bench.py [--quick] [--rounds 5] [--peers direct,server_core,...]
+                               [--png scripts/out/bench.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,48 +31,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PEERS = ("direct", "server_core", "nginx", "litellm", "floor")
+BURSTS = (1, 16, 64, 256)
+STAGGERED = (16, 64, 256)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# ---------------------------------------------------------------- pure parts
 
 
-def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    regex = re.compile(pattern)
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process exited before printing {pattern!r}")
-        if regex.search(line):
-            return line
-    raise RuntimeError(f"timed out waiting for {pattern!r}")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (NaN for no values)."""
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -70,68 +62,291 @@ def pct(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run_level(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str, Any]:
-    """Run n concurrent streams against url; returns timings (and server usage)."""
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that are numbers (None and NaN are left out)."""
+    kept = [v for v in values if v is not None and v == v]
+    return statistics.median(kept) if kept else None
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def difference(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None:
+        return None
+    return value - base
+
+
+def per_event_cpu(cpu1: float | None, ev1: float | None, cpu64: float | None,
+                  ev64: float | None) -> float | None:  # fmt: skip
+    """CPU per relayed event from per-stream CPU and events of short and long streams."""
+    if None in (cpu1, ev1, cpu64, ev64) or ev64 == ev1:  # type: ignore[comparison-overlap]
+        return None
+    return (cpu64 - cpu1) / (ev64 - ev1)  # type: ignore[operator]
+
+
+def summarize(rounds: list[dict[str, dict[str, Any]]], peers: Sequence[str]) -> dict[str, Any]:
+    """Per peer, the median over rounds of each figure (differences/ratios per round)."""
+    out: dict[str, Any] = {}
+    for name in peers:
+        per_round: dict[str, list[float | None]] = {}
+
+        def put(key: str, value: float | None, acc: dict[str, list[float | None]] = per_round):
+            acc.setdefault(key, []).append(value)
+
+        for rnd in rounds:
+            got, base = rnd.get(name), rnd.get("direct")
+            if got is None:
+                continue
+            put("cpu1_us", _scaled(got.get("cpu1"), 1e6))
+            event = per_event_cpu(
+                got.get("cpu1"), got.get("ev1"), got.get("cpu64"), got.get("ev64")
+            )
+            put("cpu_event_us", _scaled(event, 1e6))
+            put("kib_stream", got.get("kib_stream"))
+            put("rps", got.get("rps"))
+            if base is None:
+                continue
+            put("rps_ratio", ratio(got.get("rps"), base.get("rps")))
+            for key in ("c1", *(f"b{n}" for n in BURSTS), *(f"s{n}" for n in STAGGERED)):
+                mine, theirs = got.get("ttft", {}).get(key), base.get("ttft", {}).get(key)
+                if not mine or not theirs:
+                    continue
+                for q in (50, 99):
+                    put(f"{key}_p{q}_ms", 1000 * (pct(mine, q) - pct(theirs, q)))
+                put(f"{key}_max_ms", 1000 * max(mine))
+        out[name] = {key: median(values) for key, values in per_round.items()}
+        out[name]["rounds"] = sum(1 for rnd in rounds if name in rnd)
+    return out
+
+
+def _scaled(value: float | None, by: float) -> float | None:
+    return None if value is None else value * by
+
+
+def fmt(value: float | None, spec: str, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return format(value, ("+" if signed else "") + spec)
+
+
+def markdown_table(summary: dict[str, Any], missing: dict[str, str]) -> str:
+    """The headline table (one row per peer) and the burst table, as markdown."""
+    head = (
+        "| | CPU per 1-token stream (c=16) | CPU per relayed event (c=16) | added TTFT p50, c=1 "
+        "| added TTFT p99, c=1 | non-stream req/s, c=16 (× direct) | KiB per open stream |\n"  # noqa: RUF001
+        "|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for name, s in summary.items():
+        direct = name == "direct"
+        rows.append(
+            f"| {name} | {'—' if direct else fmt(s.get('cpu1_us'), '.0f') + ' µs'} "
+            f"| {'—' if direct else fmt(s.get('cpu_event_us'), '.1f') + ' µs'} "
+            f"| {'—' if direct else fmt(s.get('c1_p50_ms'), '.2f', True) + ' ms'} "
+            f"| {'—' if direct else fmt(s.get('c1_p99_ms'), '.2f', True) + ' ms'} "
+            f"| {fmt(s.get('rps_ratio'), '.2f')} ({fmt(s.get('rps'), '.0f')}/s) "
+            f"| {'—' if direct else fmt(s.get('kib_stream'), '.1f')} |"
+        )
+    for name, why in missing.items():
+        why = " ".join(why.replace("|", "/").split())
+        rows.append(f"| {name} | not available: {why} | | | | | |")
+    burst_cols = [f"b{n}" for n in BURSTS] + [f"s{n}" for n in STAGGERED]
+    burst_names = [f"burst {n}" for n in BURSTS] + [f"staggered {n}" for n in STAGGERED]
+    bhead = (
+        "| added TTFT p50 / p99 (ms); max TTFT (ms) | " + " | ".join(burst_names) + " |\n"
+        "|---|" + "---:|" * len(burst_cols) + "\n"
+    )
+    brows = []
+    for name, s in summary.items():
+        cells = []
+        for key in burst_cols:
+            if name == "direct":
+                cells.append(f"max {fmt(s.get(f'{key}_max_ms'), '.0f')}")
+            else:
+                cells.append(
+                    f"{fmt(s.get(f'{key}_p50_ms'), '.1f', True)} / "
+                    f"{fmt(s.get(f'{key}_p99_ms'), '.1f', True)}; "
+                    f"max {fmt(s.get(f'{key}_max_ms'), '.0f')}"
+                )
+        brows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n\n" + bhead + "\n".join(brows) + "\n"
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (nginx's worker, LiteLLM's children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pid: int, source: str = "schedstat") -> float:
+    """CPU time of one process (all its threads)."""
+    if source == "schedstat":
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / 1e9
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu(root: int | None, source: str) -> float:
+    if root is None:
+        return 0.0
+    total = 0.0
+    for pid in tree_pids(root):
+        try:
+            total += cpu_seconds(pid, source)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_kib(root: int | None) -> int:
+    from harness._process import rss_kib
+
+    if root is None:
+        return 0
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            total += rss_kib(pid, default=0)
+        except OSError:
+            continue
+    return total
+
+
+# ---------------------------------------------------------------- one peer's round (client)
+
+
+def peer_round(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every measurement of one round against one peer, in this (fresh) process."""
     from twisted.internet import defer, task
     from twisted.web.client import HTTPConnectionPool
 
-    from harness._process import rss_kib
     from harness.client import stream_request
 
-    body = {
-        "model": "fake",
-        "messages": [{"role": "user", "content": "benchmark"}],
-        "max_tokens": tokens,
-        "stream": True,
-        "ignore_eos": True,
-    }
+    url = spec["base"] + "/v1/chat/completions"
+    pid, source, sizes = spec["pid"], spec["cpu_source"], spec["sizes"]
+
+    def body(tokens: int, stream: bool = True) -> dict[str, Any]:
+        return {
+            "model": "fake",
+            "messages": [{"role": "user", "content": "benchmark"}],
+            "max_tokens": tokens,
+            "stream": stream,
+            "ignore_eos": True,
+        }
 
     async def main(reactor: Any) -> dict[str, Any]:
         pool = HTTPConnectionPool(reactor, persistent=False)
-        open_rss: list[int] = []
-        half = {"seen": 0}
-        sampled: defer.Deferred[None] = defer.Deferred()
+        outcomes: set[str] = set()
 
-        def on_event(event: Any, t: float) -> None:
-            half["seen"] += 1
-            # Sample RSS once, when every stream is in the middle of its body.
-            if server_pid and not sampled.called and half["seen"] >= n * tokens // 2:
-                open_rss.append(rss_kib(server_pid, default=0))
-                sampled.callback(None)
+        async def one(tokens: int, stream: bool = True, delay: float = 0.0,
+                      on_event: Any = None) -> Any:  # fmt: skip
+            if delay:
+                await task.deferLater(reactor, delay, lambda: None)
+            result = await stream_request(
+                url, body(tokens, stream), timeout=120, pool=pool,
+                headers=spec.get("headers"), on_event=on_event,
+            )  # fmt: skip
+            outcomes.add(result.outcome)
+            return result
 
-        cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
-        results: list[Any] = []
-        # Small levels run several rounds so their percentiles rest on >= 16 streams.
-        for _ in range(max(1, 16 // n)):
-            results += await defer.gatherResults(
-                [
-                    defer.ensureDeferred(
-                        stream_request(url, body, timeout=120, pool=pool, on_event=on_event)
-                    )
-                    for _ in range(n)
-                ]
+        async def closed(n: int, tokens: int, stream: bool = True) -> list[Any]:
+            """``total`` requests, ``n`` at a time (a closed loop of n clients)."""
+            results: list[Any] = []
+
+            async def client(count: int) -> None:
+                for _ in range(count):
+                    results.append(await one(tokens, stream))
+
+            share = [sizes["total"] // n + (1 if i < sizes["total"] % n else 0) for i in range(n)]
+            await defer.gatherResults([defer.ensureDeferred(client(k)) for k in share])
+            return results
+
+        def events(results: list[Any]) -> float:
+            return sum(r.n_events for r in results) / max(1, len(results))
+
+        out: dict[str, Any] = {"ttft": {}}
+        # CPU per stream: 1-token and 64-token streams, 16 at a time.
+        for tokens, key in ((1, "1"), (sizes["tokens"], "64")):
+            sizes["total"] = sizes["cpu_streams"] if tokens == 1 else sizes["long_streams"]
+            cpu0 = tree_cpu(pid, source)
+            results = await closed(16, tokens)
+            cpu = tree_cpu(pid, source) - cpu0
+            out[f"cpu{key}"] = cpu / len(results) if pid else None
+            out[f"ev{key}"] = events(results)
+            if tokens != 1:
+                out["gaps"] = [g for r in results for g in r.gaps]
+        # TTFT at c=1.
+        results = [await one(4) for _ in range(sizes["c1"])]
+        out["ttft"]["c1"] = [r.ttft for r in results if r.ttft is not None]
+        # Bursts (all at once) and staggered arrivals.
+        for n in BURSTS:
+            results = await defer.gatherResults([defer.ensureDeferred(one(4)) for _ in range(n)])
+            out["ttft"][f"b{n}"] = [r.ttft for r in results if r.ttft is not None]
+            await task.deferLater(reactor, 0.2, lambda: None)
+        for n in STAGGERED:
+            step = spec["stagger_ms"] / 1000
+            results = await defer.gatherResults(
+                [defer.ensureDeferred(one(4, delay=i * step)) for i in range(n)]
             )
-        cpu1 = cpu_seconds(server_pid) if server_pid else 0.0
+            out["ttft"][f"s{n}"] = [r.ttft for r in results if r.ttft is not None]
+            await task.deferLater(reactor, 0.2, lambda: None)
+        # Non-stream requests/s at c=16.
+        sizes["total"] = sizes["nonstream"]
+        started = time.monotonic()
+        results = await closed(16, 1, stream=False)
+        out["rps"] = len(results) / (time.monotonic() - started)
+        # Memory per open stream: N long streams held open, RSS sampled mid-body.
+        if pid:
+            await task.deferLater(reactor, 0.3, lambda: None)
+            idle = tree_rss_kib(pid)
+            n, seen, sample = sizes["hold"], [0], []
+
+            def on_event(event: Any, t: float) -> None:
+                seen[0] += 1
+                if not sample and seen[0] >= n * sizes["tokens"] // 2:
+                    sample.append(tree_rss_kib(pid))
+
+            await defer.gatherResults(
+                [defer.ensureDeferred(one(sizes["tokens"], on_event=on_event)) for _ in range(n)]
+            )
+            out["kib_stream"] = (sample[0] - idle) / n if sample else None
+        out["outcomes"] = sorted(outcomes)
         await pool.closeCachedConnections()
-        await task.deferLater(reactor, 0.05, lambda: None)
-        ttft = [r.ttft for r in results if r.ttft is not None]
-        gaps = [g for r in results for g in r.gaps]
-        events = sum(len(r.chunks) + 1 for r in results)
-        outcomes = sorted({r.outcome for r in results})
-        return {
-            "ttft": ttft,
-            "gaps": gaps,
-            "events": events,
-            "outcomes": outcomes,
-            "cpu": cpu1 - cpu0,
-            "open_rss": open_rss[0] if open_rss else None,
-        }
+        return out
 
     return _run_reactor(main)
 
 
 def _run_reactor(fn: Any) -> Any:
-    """Run one coroutine on a reactor that is started once and driven in a thread-free way."""
     from twisted.internet import defer, reactor
 
     result: dict[str, Any] = {}
@@ -149,7 +364,6 @@ def _run_reactor(fn: Any) -> Any:
 
         d.addCallbacks(done, failed)
 
-    # A Twisted reactor cannot be restarted, so each level runs in a fresh interpreter.
     reactor.callWhenRunning(go)
     reactor.run()
     if "error" in result:
@@ -157,125 +371,166 @@ def _run_reactor(fn: Any) -> Any:
     return result["value"]
 
 
-def level_in_subprocess(url: str, n: int, tokens: int, server_pid: int | None) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--_level",
-        json.dumps({"url": url, "n": n, "tokens": tokens, "server_pid": server_pid}),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+def round_in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
+    """One peer's round in a fresh interpreter (a Twisted reactor cannot be restarted)."""
+    cmd = [sys.executable, __file__, "--_round", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"level run failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"round against {spec['base']} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------- picture
+
+
+def write_png(path: Path, rounds: list[dict[str, dict[str, Any]]], peers: Sequence[str],
+              title: str) -> str | None:  # fmt: skip
+    """ECDFs of TTFT (c=1) and inter-event gaps (c=16) per peer; None, or why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc})"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in peers:
+        ttft = [1000 * t for rnd in rounds if name in rnd for t in rnd[name]["ttft"]["c1"]]
+        gaps = [1000 * g for rnd in rounds if name in rnd for g in rnd[name].get("gaps", [])]
+        for axis, values in ((left, ttft), (right, gaps)):
+            if values:
+                ordered = sorted(values)
+                ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+                axis.step(ordered, ys, where="post", label=f"{name} (n={len(ordered)})")
+    left.set_title("time to first token, c=1")
+    right.set_title("inter-event gap, c=16")
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_xlabel("ms (log scale)")
+        axis.set_ylabel("fraction ≤ x")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return None
+
+
+# ---------------------------------------------------------------- driver
+
+
 def main() -> int:
-    from harness._process import rss_kib
+    import bench_peers
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", default="1,16,64,128")
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run: 1 round, few")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5 (1 with --quick)")
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--tokens", type=int, default=64, help="tokens of a long stream")
     parser.add_argument("--token-delay", type=float, default=20.0, help="ms per token")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--_level", help=argparse.SUPPRESS)
+    parser.add_argument("--stagger", type=float, default=5.0, help="ms between staggered starts")
+    parser.add_argument("--cpu-source", choices=("schedstat", "stat"), default="schedstat")
+    parser.add_argument("--png", default=str(ROOT / "scripts" / "out" / "bench.png"))
+    parser.add_argument("--json", help="also write the raw rounds and the summary here")
+    parser.add_argument("--_round", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args._level:
-        spec = json.loads(args._level)
-        print(json.dumps(run_level(spec["url"], spec["n"], spec["tokens"], spec["server_pid"])))
+    if args._round:
+        print(json.dumps(peer_round(json.loads(args._round))))
         return 0
 
-    levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    rounds_n = args.rounds or (1 if args.quick else 5)
+    sizes = (
+        {"cpu_streams": 64, "long_streams": 16, "c1": 8, "nonstream": 64, "hold": 16}
+        if args.quick
+        else {"cpu_streams": 256, "long_streams": 32, "c1": 32, "nonstream": 256, "hold": 64}
+    )
+    sizes["tokens"] = args.tokens
+    wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if "direct" not in wanted:
+        wanted.insert(0, "direct")
     tmp = Path(tempfile.mkdtemp(prefix="server-core-bench-"))
-    model = tmp / "bench.gguf"
-    model.write_bytes(b"GGUF")
-    fake_port, port = free_port(), free_port()
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "harness.fake_llama", "-m", str(model), "-a", "fake",
-         "--port", str(fake_port), "-np", str(max(levels)),
-         "--fault", f"token_delay={args.token_delay}ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    config = tmp / "bench.yaml"
-    config.write_text(
-        f"external:\n  - alias: fake\n    url: http://127.0.0.1:{fake_port}\n"
-        "server:\n  keepalive_interval: 15\n"
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "server-core", "--config", str(config), "--port",
-         f"tcp:{port}:interface=127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    rows: list[dict[str, Any]] = []
+    missing: dict[str, str] = {}
+    peers: dict[str, bench_peers.Peer] = {}
+    log = sys.stderr
     try:
-        wait_for_line(fake, r"listening on http://")
-        wait_for_line(server, r"server-core listening on")
-        # Drain child output in the background so their pipes never fill up.
-        for proc in (fake, server):
-            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-        # Warm up both paths (imports, pooled connections) before measuring.
-        level_in_subprocess(f"http://127.0.0.1:{port}/v1/chat/completions", 2, 4, None)
-        idle_rss = rss_kib(server.pid, default=0)
-        direct_url = f"http://127.0.0.1:{fake_port}/v1/chat/completions"
-        proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        for n in levels:
-            print(f"[bench] {n} streams: direct ...", file=sys.stderr, flush=True)
-            direct = level_in_subprocess(direct_url, n, args.tokens, None)
-            print(f"[bench] {n} streams: server_core ...", file=sys.stderr, flush=True)
-            proxied = level_in_subprocess(proxy_url, n, args.tokens, server.pid)
-            row = {
-                "streams": n,
-                "outcomes": proxied["outcomes"],
-                "direct_ttft_p50_ms": 1000 * pct(direct["ttft"], 50),
-                "added_ttft_p50_ms": 1000 * (pct(proxied["ttft"], 50) - pct(direct["ttft"], 50)),
-                "added_ttft_p99_ms": 1000 * (pct(proxied["ttft"], 99) - pct(direct["ttft"], 99)),
-                "direct_gap_p50_ms": 1000 * pct(direct["gaps"], 50),
-                "added_gap_p50_ms": 1000 * (pct(proxied["gaps"], 50) - pct(direct["gaps"], 50)),
-                "added_gap_p99_ms": 1000 * (pct(proxied["gaps"], 99) - pct(direct["gaps"], 99)),
-                "cpu_us_per_event": 1e6 * proxied["cpu"] / max(1, proxied["events"]),
-                "rss_kib_per_stream": (
-                    (proxied["open_rss"] - idle_rss) / n if proxied["open_rss"] else None
-                ),
-            }
-            rows.append(row)
-            print(
-                f"[bench] {n} streams done: +ttft p50 {row['added_ttft_p50_ms']:.2f} ms, "
-                f"+gap p50 {row['added_gap_p50_ms']:.3f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
-    finally:
-        for proc in (server, fake):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (server, fake):
+        fake = bench_peers.start_fake(tmp, args.token_delay, max(BURSTS) + 16)
+        peers["direct"] = fake
+        fake_port = int(fake.base.rsplit(":", 1)[1])
+        starters = {
+            "server_core": lambda: bench_peers.start_server_core(tmp, fake.base),
+            "nginx": lambda: bench_peers.start_nginx(tmp, fake_port),
+            "litellm": lambda: bench_peers.start_litellm(tmp, fake.base),
+            "floor": lambda: bench_peers.start_floor(tmp, fake_port),
+        }
+        for name in wanted[1:]:
+            if name not in starters:
+                missing[name] = "unknown peer"
+                continue
+            print(f"[bench] starting {name} ...", file=log, flush=True)
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    if args.json:
-        print(json.dumps({"tokens": args.tokens, "token_delay_ms": args.token_delay,
-                          "idle_rss_kib": idle_rss, "levels": rows}, indent=2))  # fmt: skip
-        return 0
-    header = (
-        f"{'streams':>7} {'+TTFT p50':>10} {'+TTFT p99':>10} {'+gap p50':>9} {'+gap p99':>9} "
-        f"{'CPU us/ev':>9} {'KiB/stream':>10}  outcomes"
+                peers[name] = starters[name]()
+            except bench_peers.Unavailable as exc:
+                missing[name] = str(exc)
+                print(f"[bench] {name}: not available: {exc}", file=log, flush=True)
+        order = [name for name in wanted if name in peers]
+        # Warm every path once (imports, pooled connections, lazy setup) before measuring.
+        warm = {"cpu_streams": 4, "long_streams": 2, "c1": 1, "nonstream": 4, "hold": 2,
+                "tokens": 4}  # fmt: skip
+        for name in order:
+            try:
+                round_in_subprocess(_spec(peers[name], args, warm))
+            except RuntimeError as exc:
+                missing[name] = f"failed its warm-up: {str(exc)[-300:]}"
+                print(f"[bench] {name}: not available: {missing[name]}", file=log, flush=True)
+        order = [name for name in order if name not in missing]
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for r in range(rounds_n):
+            rnd: dict[str, dict[str, Any]] = {}
+            for name in order:
+                print(f"[bench] round {r + 1}/{rounds_n}: {name} ...", file=log, flush=True)
+                try:
+                    rnd[name] = round_in_subprocess(_spec(peers[name], args, sizes))
+                except RuntimeError as exc:
+                    print(f"[bench] {name} round {r + 1} failed: {exc}", file=log, flush=True)
+            rounds.append(rnd)
+    finally:
+        for peer in reversed(list(peers.values())):
+            peer.stop()
+    summary = summarize(rounds, order)
+    load = os.getloadavg()
+    conditions = (
+        f"{rounds_n} interleaved round(s), medians; fake upstream {args.token_delay:g} ms/token, "
+        f"long streams {args.tokens} tokens; {os.cpu_count()} CPUs, load average "
+        f"{load[0]:.2f} at the end; CPU from {args.cpu_source}; "
+        + "; ".join(f"{p.name}: {p.note}" for p in peers.values() if p.note)
     )
-    print(f"server_core vs direct, {args.tokens} tokens x {args.token_delay:g} ms (ms added)")
-    print(header)
-    for r in rows:
-        per_stream = r["rss_kib_per_stream"]
-        print(
-            f"{r['streams']:>7} {r['added_ttft_p50_ms']:>10.2f} {r['added_ttft_p99_ms']:>10.2f} "
-            f"{r['added_gap_p50_ms']:>9.3f} {r['added_gap_p99_ms']:>9.3f} "
-            f"{r['cpu_us_per_event']:>9.1f} "
-            f"{(f'{per_stream:.1f}' if per_stream is not None else '-'):>10}  "
-            f"{','.join(r['outcomes'])}"
-        )
-    print(f"server_core idle RSS: {idle_rss} KiB")
+    print(f"\n{conditions}\n")
+    print(markdown_table(summary, missing))
+    outcomes = {name: sorted({o for rnd in rounds if name in rnd for o in rnd[name]["outcomes"]})
+                for name in order}  # fmt: skip
+    print("outcomes: " + "; ".join(f"{k}: {','.join(v)}" for k, v in outcomes.items()))
+    why = write_png(Path(args.png), rounds, order, conditions[:160])
+    print(f"picture: {args.png}" if why is None else f"picture: not written: {why}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"conditions": conditions, "summary": summary, "missing": missing,
+             "rounds": rounds}, indent=1))  # fmt: skip
     return 0
+
+
+def _spec(peer: Any, args: Any, sizes: dict[str, int]) -> dict[str, Any]:
+    return {
+        "base": peer.base,
+        "pid": peer.pid,
+        "cpu_source": args.cpu_source,
+        "sizes": dict(sizes),
+        "stagger_ms": args.stagger,
+        "headers": peer.headers,
+    }
 
 
 if __name__ == "__main__":
