@@ -13,12 +13,15 @@ ratio to direct taken within the same round:
 - server CPU per 1-token stream at c=16, and per relayed event at c=16: the difference
   between 64-token and 1-token streams, (cpu64 - cpu1) / (events64 - events1) per
   stream; CPU is the proxy's whole process tree (nginx master and worker, LiteLLM and any
-  children), from ``/proc/<pid>/task/*/schedstat`` (nanoseconds; ``--cpu-source stat``
-  reads utime+stime from ``/proc/<pid>/stat``, 10 ms ticks, too coarse for nginx);
+  children), from ``/proc/<pid>/task/*/schedstat`` (nanoseconds) for a process whose
+  threads all lived through the measurement, else utime+stime from ``/proc/<pid>/stat``
+  (10 ms ticks, too coarse for nginx alone; ``--cpu-source stat`` uses only these);
 - added TTFT p50/p99 at c=1, and in bursts of 1/16/64/256 streams started at once and in
   a staggered variant (stream i starts at i x ``--stagger`` ms);
 - non-stream requests/s at c=16, as a ratio to direct;
-- KiB per open stream: (RSS of the tree with N streams open - idle RSS) / N.
+- KiB per open stream: (RSS of the tree with N streams open - idle RSS) / N, measured
+  once per run before anything else (after two warm-up streams): a process that has
+  served a 256-stream burst keeps that memory, and N streams later fit into it.
 
 It prints markdown tables and writes a PNG of the TTFT and inter-event gap distributions.
 
@@ -215,15 +218,43 @@ def cpu_seconds(pid: int, source: str = "schedstat") -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def tree_cpu(root: int | None, source: str) -> float:
+def cpu_snapshot(root: int | None, source: str) -> dict[int, tuple[float, dict[str, int]]]:
+    """Per process of the tree: utime+stime (s) and each live thread's schedstat (ns)."""
+    snap: dict[int, tuple[float, dict[str, int]]] = {}
     if root is None:
-        return 0.0
-    total = 0.0
+        return snap
     for pid in tree_pids(root):
         try:
-            total += cpu_seconds(pid, source)
-        except OSError:
+            ticks = cpu_seconds(pid, "stat")
+            threads: dict[str, int] = {}
+            if source == "schedstat":
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                        threads[tid] = int(stat.read().split()[0])
+        except (OSError, IndexError, ValueError):
             continue
+        snap[pid] = (ticks, threads)
+    return snap
+
+
+def cpu_between(before: dict[int, tuple[float, dict[str, int]]],
+                after: dict[int, tuple[float, dict[str, int]]]) -> float:  # fmt: skip
+    """CPU seconds the tree used between two snapshots.
+
+    A process whose threads all lived through the interval counts its threads' schedstat
+    (nanoseconds); one that lost or gained threads counts utime+stime (10 ms ticks, but
+    it keeps the time of threads that exited, which schedstat forgets: LiteLLM's thread
+    pool); a process born in the interval counts all its time; one that died is lost."""
+    total = 0.0
+    for pid, (ticks, threads) in after.items():
+        if pid not in before:
+            total += ticks
+            continue
+        ticks0, threads0 = before[pid]
+        if threads and threads.keys() == threads0.keys():
+            total += sum(threads[t] - threads0[t] for t in threads) / 1e9
+        else:
+            total += ticks - ticks0
     return total
 
 
@@ -294,12 +325,34 @@ def peer_round(spec: dict[str, Any]) -> dict[str, Any]:
             return sum(r.n_events for r in results) / max(1, len(results))
 
         out: dict[str, Any] = {"ttft": {}}
+        if sizes.get("memory_only"):
+            # Memory per open stream, on a peer that has served only a couple of streams:
+            # after the bursts its allocator keeps their memory, and N more streams would
+            # fit into it without the RSS growing.
+            for _ in range(2):
+                await one(4)
+            await task.deferLater(reactor, 0.3, lambda: None)
+            idle = tree_rss_kib(pid)
+            n, seen, sample = sizes["hold"], [0], []
+
+            def on_event(event: Any, t: float) -> None:
+                seen[0] += 1
+                if not sample and seen[0] >= n * sizes["tokens"] // 2:
+                    sample.append(tree_rss_kib(pid))
+
+            await defer.gatherResults(
+                [defer.ensureDeferred(one(sizes["tokens"], on_event=on_event)) for _ in range(n)]
+            )
+            out["kib_stream"] = (sample[0] - idle) / n if sample else None
+            out["idle_kib"] = idle
+            out["outcomes"] = sorted(outcomes)
+            return out
         # CPU per stream: 1-token and 64-token streams, 16 at a time.
         for tokens, key in ((1, "1"), (sizes["tokens"], "64")):
             sizes["total"] = sizes["cpu_streams"] if tokens == 1 else sizes["long_streams"]
-            cpu0 = tree_cpu(pid, source)
+            cpu0 = cpu_snapshot(pid, source)
             results = await closed(16, tokens)
-            cpu = tree_cpu(pid, source) - cpu0
+            cpu = cpu_between(cpu0, cpu_snapshot(pid, source))
             out[f"cpu{key}"] = cpu / len(results) if pid else None
             out[f"ev{key}"] = events(results)
             if tokens != 1:
@@ -324,21 +377,6 @@ def peer_round(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
         results = await closed(16, 1, stream=False)
         out["rps"] = len(results) / (time.monotonic() - started)
-        # Memory per open stream: N long streams held open, RSS sampled mid-body.
-        if pid:
-            await task.deferLater(reactor, 0.3, lambda: None)
-            idle = tree_rss_kib(pid)
-            n, seen, sample = sizes["hold"], [0], []
-
-            def on_event(event: Any, t: float) -> None:
-                seen[0] += 1
-                if not sample and seen[0] >= n * sizes["tokens"] // 2:
-                    sample.append(tree_rss_kib(pid))
-
-            await defer.gatherResults(
-                [defer.ensureDeferred(one(sizes["tokens"], on_event=on_event)) for _ in range(n)]
-            )
-            out["kib_stream"] = (sample[0] - idle) / n if sample else None
         out["outcomes"] = sorted(outcomes)
         await pool.closeCachedConnections()
         return out
@@ -397,17 +435,22 @@ def write_png(path: Path, rounds: list[dict[str, dict[str, Any]]], peers: Sequen
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in peers:
         ttft = [1000 * t for rnd in rounds if name in rnd for t in rnd[name]["ttft"]["c1"]]
-        gaps = [1000 * g for rnd in rounds if name in rnd for g in rnd[name].get("gaps", [])]
+        # Token gaps only: the role chunk, the finish chunk and [DONE] follow their
+        # predecessor within microseconds and would squash the interesting part.
+        gaps = [
+            1000 * g for rnd in rounds if name in rnd for g in rnd[name].get("gaps", []) if g > 1e-3
+        ]
         for axis, values in ((left, ttft), (right, gaps)):
             if values:
                 ordered = sorted(values)
                 ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
                 axis.step(ordered, ys, where="post", label=f"{name} (n={len(ordered)})")
     left.set_title("time to first token, c=1")
-    right.set_title("inter-event gap, c=16")
+    left.set_xscale("log")
+    left.set_xlabel("ms (log scale)")
+    right.set_title("inter-event gap between tokens (> 1 ms), c=16")
+    right.set_xlabel("ms")
     for axis in (left, right):
-        axis.set_xscale("log")
-        axis.set_xlabel("ms (log scale)")
         axis.set_ylabel("fraction ≤ x")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
@@ -477,6 +520,18 @@ def main() -> int:
                 missing[name] = str(exc)
                 print(f"[bench] {name}: not available: {exc}", file=log, flush=True)
         order = [name for name in wanted if name in peers]
+        # Memory first, once per run: a peer that has seen a 256-stream burst keeps its memory.
+        memory: dict[str, dict[str, Any]] = {}
+        for name in order:
+            if peers[name].pid is None:
+                continue
+            print(f"[bench] {name}: memory with {sizes['hold']} open streams ...", file=log)
+            try:
+                memory[name] = round_in_subprocess(
+                    _spec(peers[name], args, {**sizes, "memory_only": 1})
+                )
+            except RuntimeError as exc:
+                print(f"[bench] {name} memory run failed: {exc}", file=log, flush=True)
         # Warm every path once (imports, pooled connections, lazy setup) before measuring.
         warm = {"cpu_streams": 4, "long_streams": 2, "c1": 1, "nonstream": 4, "hold": 2,
                 "tokens": 4}  # fmt: skip
@@ -501,6 +556,9 @@ def main() -> int:
         for peer in reversed(list(peers.values())):
             peer.stop()
     summary = summarize(rounds, order)
+    for name, got in memory.items():
+        summary[name]["kib_stream"] = got.get("kib_stream")
+        summary[name]["idle_kib"] = got.get("idle_kib")
     load = os.getloadavg()
     conditions = (
         f"{rounds_n} interleaved round(s), medians; fake upstream {args.token_delay:g} ms/token, "
@@ -518,7 +576,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"conditions": conditions, "summary": summary, "missing": missing,
-             "rounds": rounds}, indent=1))  # fmt: skip
+             "memory": memory, "rounds": rounds}, indent=1))  # fmt: skip
     return 0
 
 

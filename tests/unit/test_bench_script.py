@@ -132,3 +132,16 @@ async def test_the_floor_relays_bytes_both_ways_and_passes_the_close_on() -> Non
     finally:
         await relay.stopListening()
         await upstream.stopListening()
+
+
+def test_cpu_between_counts_exited_threads_through_utime_and_new_processes_whole() -> None:
+    before = {
+        10: (1.00, {"10": 1_000_000_000, "11": 500_000_000}),  # threads survive: schedstat
+        20: (2.00, {"20": 2_000_000_000, "21": 100}),  # thread 21 exits: ticks
+    }
+    after = {
+        10: (1.10, {"10": 1_000_250_000, "11": 500_000_000}),
+        20: (2.30, {"20": 2_000_000_000}),
+        30: (0.05, {"30": 50_000_000}),  # born in between: all of its time
+    }
+    assert bench.cpu_between(before, after) == pytest_approx(0.00025 + 0.30 + 0.05)
