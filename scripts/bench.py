@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -449,12 +450,13 @@ def write_png(path: Path, rounds: list[dict[str, dict[str, Any]]], peers: Sequen
     left.set_xscale("log")
     left.set_xlabel("ms (log scale)")
     right.set_title("inter-event gap between tokens (> 1 ms), c=16")
-    right.set_xlabel("ms")
+    right.set_xscale("log")
+    right.set_xlabel("ms (log scale)")
     for axis in (left, right):
         axis.set_ylabel("fraction ≤ x")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -478,9 +480,16 @@ def main() -> int:
     parser.add_argument("--cpu-source", choices=("schedstat", "stat"), default="schedstat")
     parser.add_argument("--png", default=str(ROOT / "scripts" / "out" / "bench.png"))
     parser.add_argument("--json", help="also write the raw rounds and the summary here")
+    parser.add_argument("--replot", help="only redraw the PNG from a --json file")
     parser.add_argument("--_round", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        names = list(saved["summary"])
+        why = write_png(Path(args.png), saved["rounds"], names, saved["conditions"])
+        print(f"picture: {args.png}" if why is None else f"picture: not written: {why}")
+        return 0 if why is None else 1
     if args._round:
         print(json.dumps(peer_round(json.loads(args._round))))
         return 0
@@ -571,7 +580,7 @@ def main() -> int:
     outcomes = {name: sorted({o for rnd in rounds if name in rnd for o in rnd[name]["outcomes"]})
                 for name in order}  # fmt: skip
     print("outcomes: " + "; ".join(f"{k}: {','.join(v)}" for k, v in outcomes.items()))
-    why = write_png(Path(args.png), rounds, order, conditions[:160])
+    why = write_png(Path(args.png), rounds, order, conditions)
     print(f"picture: {args.png}" if why is None else f"picture: not written: {why}")
     if args.json:
         Path(args.json).write_text(json.dumps(
