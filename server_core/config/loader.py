@@ -242,6 +242,7 @@ def _llama_settings(reader: ConfigReader, node: Node | None) -> LlamaSettings:
         max_wait=m.get("max_wait", reader.non_negative, d.max_wait),
         min_resident=m.get("min_resident", reader.non_negative, d.min_resident),
         preload=m.get("preload", reader.string_list, d.preload),
+        child_metrics=m.get("child_metrics", reader.boolean, d.child_metrics),
     )
 
 

@@ -10,7 +10,8 @@ Every section is optional::
     llama_server: {executable, args, variants: {NAME: {executable, args}}, max_loaded,
                    ttl, start_timeout, stop_grace, liveness_interval, liveness_timeout,
                    liveness_misses, max_queue, queue_timeout,
-                   max_concurrent_per_alias, max_wait, min_resident, preload}
+                   max_concurrent_per_alias, max_wait, min_resident, preload,
+                   child_metrics}
     ollama: {version, max_keep_alive}
     model_dirs: [DIR, ...]
     aliases:  [{alias, model, request_params, context_params, ttl, variant, priority, names}]
@@ -88,6 +89,7 @@ LLAMA_KEYS = (
     "max_wait",
     "min_resident",
     "preload",
+    "child_metrics",
 )
 VARIANT_KEYS = ("executable", "args")
 ALIAS_KEYS = (

@@ -110,6 +110,9 @@ class LlamaSettings:
     """Seconds a just-loaded model keeps serving, while wanted, before a due swap; 0 = off."""
     preload: tuple[str, ...] = ()
     """Managed models started when the server starts, ahead of their first request."""
+    child_metrics: bool = True
+    """Start managed servers with ``--metrics`` and re-export their ``llamacpp:*`` metrics
+    on server_core's ``/metrics`` with a ``model`` label (``metrics.children``)."""
 
     def command_for(self, variant: str | None = None) -> tuple[str, tuple[str, ...]]:
         """(executable, args) for an alias's ``exec_variant`` (None = the default)."""
