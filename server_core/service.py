@@ -10,7 +10,7 @@ module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -30,6 +30,7 @@ from server_core.config.exposure import (
 from server_core.errors import ConfigError, ContextError
 from server_core.llama_install import INSTALL_HINT, find_llama_server
 from server_core.metrics import ModelStatus, RecordingResource, RouteLabels, ServerMetrics
+from server_core.metrics.children import MAX_BYTES, ChildMetrics
 from server_core.metrics.logs import JsonRequestLog
 from server_core.process import LlamaServerProcess, reap_orphans
 from server_core.reply import ReplyDelivery
@@ -37,11 +38,13 @@ from server_core.router_state import DefaultRouterState
 from server_core.shared_context import ContextLimits, DefaultSharedContext
 from server_core.template_check import ChatTemplateProbe
 from server_core.upstream import UpstreamClient
+from server_core.upstream.fetch import fetch_body
 from server_core.web import HEADER_TIMEOUT, DrainService, GuardedSite, Listener, OpenAIRoutes
 from server_core.web.browser_guard import BrowserGuard, HostCheck
 from server_core.web.status_routes import ModelLoader, PreloadService
 
 __all__ = [
+    "build_child_metrics",
     "build_context",
     "build_metrics",
     "build_router",
@@ -70,6 +73,8 @@ def build_context(
                 f"The server's operator can install it with {INSTALL_HINT}."
             )
         executable = found
+        if llama.child_metrics:  # first: a later --metrics in the args merges into it
+            base_args = ("--metrics", *base_args)
         # The process merges the alias's context_params over these flags itself.
         return LlamaServerProcess(
             alias,
@@ -124,6 +129,21 @@ def build_metrics(config: Config, reactor: Any, router: DefaultRouterState) -> S
         metrics.watch(status, context.running)
         router.model_status = status.of
     return metrics
+
+
+def build_child_metrics(
+    config: Config, reactor: Any, router: DefaultRouterState
+) -> ChildMetrics | None:
+    """The managed children's ``llamacpp:*`` metrics for ``/metrics``, unless turned off."""
+    context = router.context
+    if context is None or not config.llama.child_metrics:
+        return None
+    client = router.client
+
+    def fetch(url: str) -> Awaitable[bytes]:
+        return fetch_body(client, url, limit=MAX_BYTES, clock=reactor)
+
+    return ChildMetrics(context, fetch, reactor)
 
 
 # POST routes that do not ask a model; every other POST route does, and /upstream/.
@@ -200,6 +220,7 @@ def make_service(config: Config, reactor: Any, listen: str | None = None) -> Mul
         loader=loader,
         ollama=config.ollama,
         idle_timeout=config.server.upstream.idle_timeout,
+        child_metrics=build_child_metrics(config, reactor, router),
     )
     recorded = RecordingResource(
         guarded_resource(config, listen, routes.resource()),

@@ -30,6 +30,7 @@ from server_core.errors import (
 from server_core.errors import NotFound as RouteNotFound
 from server_core.interfaces import IRouterState
 from server_core.metrics import ServerMetrics
+from server_core.metrics.children import ChildMetrics
 from server_core.validation import (
     parse_json_body,
     validate_chat,
@@ -108,6 +109,7 @@ class OpenAIRoutes:
         loader: ModelLoader | None = None,
         ollama: OllamaSettings | None = None,
         idle_timeout: float | None = 300.0,
+        child_metrics: ChildMetrics | None = None,
     ) -> None:
         self._router = router
         self._check_auth = ApiKeyCheck(api_keys)
@@ -136,6 +138,7 @@ class OpenAIRoutes:
             keepalive_interval=keepalive_interval,
             metrics_public=metrics_public,
             loader=loader,
+            child_metrics=child_metrics,
         )
 
     def resource(self) -> Any:
@@ -252,8 +255,8 @@ class OpenAIRoutes:
     # -- observability (web.status_routes) ---------------------------------------------
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: Request) -> bytes | None:
-        return self._status.metrics(request)
+    async def metrics(self, request: Request) -> bytes | None:
+        return await self._status.metrics(request)
 
     @app.route("/ready", methods=["GET"])
     def ready(self, request: Request) -> bytes | None:

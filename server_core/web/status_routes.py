@@ -1,7 +1,8 @@
 """What the server is doing, over HTTP: ``/metrics``, ``/ready`` and ``/api/events``.
 
-- ``GET /metrics``: the Prometheus text of ``ServerMetrics``, behind the API key unless
-  ``server.metrics_public``.
+- ``GET /metrics``: the Prometheus text of ``ServerMetrics``, then the managed children's
+  ``llamacpp:*`` families with a ``model`` label (``ChildMetrics``, scraped now), behind
+  the API key unless ``server.metrics_public``.
 - ``GET /ready``: for load balancers. 503 while draining or when no model can be served;
   ``?model=NAME``: 200 when it can serve now, 200 with ``X-Server-Core-Ready: after-start``
   when it could after a start, 404 for a model this server does not know.
@@ -28,6 +29,7 @@ from server_core.aliases import LocalAlias
 from server_core.errors import AliasNotFound, BadRequest, NotFound, ServerCoreError
 from server_core.interfaces import IAliasStore, IRouterState, ISharedContext
 from server_core.metrics import CONTENT_TYPE, ServerMetrics, Subscription
+from server_core.metrics.children import ChildMetrics
 from server_core.sse import DirectSse
 from server_core.sse.direct import DirectEvent
 from server_core.validation import parse_json_body
@@ -57,8 +59,10 @@ class StatusRoutes:
         keepalive_interval: float | None,
         metrics_public: bool = False,
         loader: ModelLoader | None = None,
+        child_metrics: ChildMetrics | None = None,
     ) -> None:
         self._loader = loader
+        self._children = child_metrics
         self._metrics = metrics
         self._router = router
         self._in_flight = in_flight
@@ -67,14 +71,16 @@ class StatusRoutes:
         self._keepalive = keepalive_interval
         self._public = metrics_public
 
-    def metrics(self, request: Request) -> bytes | None:
-        """The Prometheus exposition (text format 0.0.4)."""
+    async def metrics(self, request: Request) -> bytes | None:
+        """The Prometheus exposition (text format 0.0.4): ours, then the children's."""
         try:
             if not self._public:
                 self._check_auth(request)
-            body = self._metrics.render() if self._metrics is not None else b""
         except ServerCoreError as error:
             return write_error(request, error)
+        body = self._metrics.render() if self._metrics is not None else b""
+        if self._children is not None:
+            body += await self._children.render()
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return body
 
